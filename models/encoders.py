@@ -1,0 +1,130 @@
+"""Image encoders: `small_cnn` (from scratch, 64x64 inputs on CPU) and `resnet18` (torchvision).
+
+Both return an `ImageFeatures`: the global vector plus two conv maps that later parts read
+(the last map for conv composers and MMGrad, the layer2-level map for DIM's local term).
+Methods reference A.1; TIRG (Vo et al., CVPR 2019, https://arxiv.org/abs/1812.07119) uses
+ResNet-18 with a Linear(512 -> D) head, and a small from-scratch net on CSS.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from models.registry import Registry
+
+__all__ = ["IMAGE_ENCODERS", "ImageFeatures", "SmallCnn", "ResNet18", "normalize_images"]
+
+IMAGE_ENCODERS = Registry(
+    "image encoder",
+    "models/encoders.py",
+    "Builders `(embed_dim: int, weights: str | None = None) -> nn.Module` whose forward(images "
+    "(B, 3, H, W) float) returns ImageFeatures; the module exposes `last_channels` and `mid_channels`.",
+)
+
+# ImageNet statistics: torchvision's pretrained weights expect them, and TIRG uses them on every dataset.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    vector: Tensor  # (B, D) global feature phi_x
+    last_map: Tensor  # (B, C, h, w) last conv map; C = encoder.last_channels
+    mid_map: Tensor  # (B, C2, h2, w2) layer2-level map; C2 = encoder.mid_channels
+
+
+def normalize_images(images: Tensor) -> Tensor:
+    """uint8 images (B, 3, H, W) in [0, 255] -> float, ImageNet mean/std normalised, same device."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize_images expects uint8 images in [0, 255], got dtype {images.dtype}; "
+                        "convert float images with (images * 255).round().to(torch.uint8) first")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"normalize_images expects shape (B, 3, H, W), got {tuple(images.shape)}")
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def _stage(c_in: int, c_out: int) -> nn.Sequential:
+    # One conv per stage: the whole net stays cheap enough for CPU studies.
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class SmallCnn(nn.Module):
+    """4 stages (16, 32, 64, 128 channels), each halving the resolution: 64x64 -> 4x4 last map.
+
+    About 15 M multiply-adds per 64x64 image, so a CPU study trains in minutes; TIRG also used a
+    small from-scratch network for CSS."""
+
+    def __init__(self, embed_dim: int, widths: tuple[int, int, int, int] = (16, 32, 64, 128)) -> None:
+        super().__init__()
+        self.stage1 = _stage(3, widths[0])
+        self.stage2 = _stage(widths[0], widths[1])
+        self.stage3 = _stage(widths[1], widths[2])
+        self.stage4 = _stage(widths[2], widths[3])
+        self.fc = nn.Linear(widths[3], embed_dim)
+        self.mid_channels, self.last_channels = widths[1], widths[3]
+
+    def forward(self, images: Tensor) -> ImageFeatures:  # images (B, 3, H, W)
+        mid = self.stage2(self.stage1(images))  # (B, C2, H/4, W/4)
+        last = self.stage4(self.stage3(mid))  # (B, C4, H/16, W/16)
+        vector = self.fc(last.mean(dim=(2, 3)))  # (B, D)
+        return ImageFeatures(vector=vector, last_map=last, mid_map=mid)
+
+
+class ResNet18(nn.Module):
+    """torchvision ResNet-18 body, adaptive global average pool, Linear(512 -> D) (TIRG's image model)."""
+
+    def __init__(self, embed_dim: int, weights: str | None = None) -> None:
+        super().__init__()
+        net = torchvision.models.resnet18(weights=None)  # never download: weights come from a local file
+        if weights is not None:
+            _load_resnet_weights(net, weights)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.fc = nn.Linear(512, embed_dim)  # replaces the 1000-class head
+        self.mid_channels, self.last_channels = 128, 512
+
+    def forward(self, images: Tensor) -> ImageFeatures:  # images (B, 3, H, W)
+        mid = self.layer2(self.layer1(self.stem(images)))  # (B, 128, H/8, W/8)
+        last = self.layer4(self.layer3(mid))  # (B, 512, H/32, W/32)
+        vector = self.fc(last.mean(dim=(2, 3)))  # (B, D)
+        return ImageFeatures(vector=vector, last_map=last, mid_map=mid)
+
+
+def _load_resnet_weights(net: nn.Module, weights: str) -> None:
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"resnet18 weights file {str(path)!r} does not exist; pass the path of a local torchvision "
+            "resnet18 state dict (e.g. resnet18-f37072fd.pth), or weights=None for random init")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickle/zip error from torch is not a useful message on its own
+        raise ValueError(f"resnet18 weights file {str(path)!r} could not be read as a state dict: {error}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"resnet18 weights file {str(path)!r} holds a {type(state).__name__}, not a state dict")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(
+            f"resnet18 weights file {str(path)!r} does not match torchvision's resnet18: {error}") from None
+
+
+@IMAGE_ENCODERS.register("small_cnn")
+def build_small_cnn(embed_dim: int, weights: str | None = None) -> SmallCnn:
+    if weights is not None:
+        raise ValueError(f"small_cnn is trained from scratch and takes no weights file; got weights={weights!r}")
+    return SmallCnn(embed_dim)
+
+
+@IMAGE_ENCODERS.register("resnet18")
+def build_resnet18(embed_dim: int, weights: str | None = None) -> ResNet18:
+    return ResNet18(embed_dim, weights)

@@ -1,0 +1,90 @@
+"""Normalisation layer and the K-candidate matching loss (methods reference A.3), after TIRG
+(Vo et al., CVPR 2019, https://arxiv.org/abs/1812.07119): K = 2 is the soft triplet loss averaged over
+all negatives, K = B is batch-based classification.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["NormalizationLayer", "matching_loss", "negative_groups", "check_k"]
+
+
+class NormalizationLayer(nn.Module):
+    """NL(f) = s * f / ||f||, s a learnable scalar initialised to 4.0 (TIRG's code)."""
+
+    def __init__(self, scale: float = 4.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+
+    def forward(self, features: Tensor) -> Tensor:  # (B, D) -> (B, D)
+        return self.scale * F.normalize(features, dim=1)
+
+
+def check_k(k: int, batch_size: int | None = None) -> None:
+    """The rule 2 <= K <= B, checked where K is configured (batch_size None) and where it is used."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ValueError(f"matching loss k must be an int, got {k!r}")
+    if k < 2:
+        raise ValueError(f"matching loss needs k >= 2 (the positive plus at least one negative); got k={k}")
+    if batch_size is not None and k > batch_size:
+        raise ValueError(f"matching loss needs k <= batch size (k - 1 negatives come from the other "
+                         f"items of the batch); got k={k} with batch size {batch_size}")
+
+
+def negative_groups(b: int, k: int, *, generator: torch.Generator | None = None,
+                    device: torch.device | str = "cpu") -> Tensor:
+    """Indices (B, M, K-1) of the negatives of each query's M = ceil((B-1)/(K-1)) groups.
+
+    Row i holds every j != i once, in random order, plus a top-up of the last group drawn from other
+    targets not already in that group.
+    """
+    check_k(k, b)
+    groups = math.ceil((b - 1) / (k - 1))  # M
+    pad = groups * (k - 1) - (b - 1)
+    noise_device = generator.device if generator is not None else device
+    columns = torch.arange(b - 1, device=device)
+    rows = torch.arange(b, device=device).unsqueeze(1)
+    others = columns.unsqueeze(0) + (columns.unsqueeze(0) >= rows).long()  # (B, B-1): every j != i
+    order = torch.rand(b, b - 1, generator=generator, device=noise_device).argsort(dim=1).to(device)
+    shuffled = others.gather(1, order)  # (B, B-1), a random permutation per row
+    # The first `pad` shuffled items lie outside the last group (pad < K-1 <= (M-1)(K-1) when M > 1,
+    # pad = 0 when M = 1), so the top-up is a random sample of other targets without duplicates in the group.
+    return torch.cat([shuffled, shuffled[:, :pad]], dim=1).view(b, groups, k - 1)
+
+
+def matching_loss(
+    query: Tensor,
+    target: Tensor,
+    *,
+    k: int,
+    generator: torch.Generator | None = None,
+    reduction: Literal["mean", "none"] = "mean",
+) -> Tensor:
+    """Mean cross-entropy of the positive against groups of K-1 in-batch negatives.
+
+    query, target: (B, D), already NL-scaled (logits are plain dot products). For query i the other
+    B-1 targets are shuffled and cut into M = ceil((B-1)/(K-1)) groups of K-1; the last group is topped
+    up with other targets not already in it. reduction "none" gives the per-query loss (B,), the mean
+    over that query's M groups; "mean" its mean over queries.
+    """
+    if query.shape != target.shape or query.dim() != 2:
+        raise ValueError(f"query and target must both be (B, D); got {tuple(query.shape)} and {tuple(target.shape)}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    b = query.shape[0]
+    check_k(k, b)
+    negatives = negative_groups(b, k, generator=generator, device=query.device)  # (B, M, K-1)
+    groups = negatives.shape[1]
+
+    logits = query @ target.T  # (B, B)
+    positive = logits.diagonal().unsqueeze(1)  # (B, 1)
+    negative = logits.gather(1, negatives.view(b, -1)).view(b, groups, k - 1)  # (B, M, K-1)
+    group_logits = torch.cat([positive.unsqueeze(2).expand(b, groups, 1), negative], dim=2)  # (B, M, K)
+    per_group = torch.logsumexp(group_logits, dim=2) - positive  # (B, M): CE with the positive as label
+    per_query = per_group.mean(dim=1)  # (B,)
+    return per_query if reduction == "none" else per_query.mean()

@@ -1,0 +1,99 @@
+"""The training objective: NL-scaled K-candidate matching loss (methods A.3) plus the enabled
+regularisers (A.4-A.7), summed in this one place and logged by name."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor, nn
+
+from models.batch import Batch, Outputs
+from models.losses import check_k, matching_loss
+from models.model import CirModel
+from models.regularizers import REGULARIZERS, RegularizerConfig
+
+__all__ = ["ObjectiveConfig", "Objective", "StepResult"]
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    k: int = 2  # candidates per group: 2 = soft triplet, batch size = batch-based classification
+    regularizers: tuple[RegularizerConfig, ...] = ()  # e.g. regularizer_configs(params); disabled ones are skipped
+
+    def __post_init__(self) -> None:
+        check_k(self.k)
+        object.__setattr__(self, "regularizers", tuple(self.regularizers))
+        names = []
+        for config in self.regularizers:
+            if not isinstance(config, RegularizerConfig):
+                raise ValueError(f"ObjectiveConfig.regularizers holds RegularizerConfig objects "
+                                 f"(see models.regularizers.regularizer_configs), got {config!r}")
+            if config.name in names:
+                raise ValueError(f"regularizer {config.name!r} configured twice in ObjectiveConfig.regularizers")
+            names.append(config.name)
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """K > B is a configuration error: call this where the batch size is known, before training."""
+        check_k(self.k, batch_size)
+
+
+@dataclass
+class StepResult:
+    loss: Tensor  # scalar, with graph: the total to back-propagate
+    logs: dict[str, float]  # "loss/match", "loss/<regulariser>", "loss/total", "model/scale", regulariser logs
+    terms: dict[str, Tensor] = field(default_factory=dict)  # the named loss terms, with graph
+    outputs: Outputs | None = None  # what the model returned, for callers that log more
+
+
+class Objective(nn.Module):
+    def __init__(self, config: ObjectiveConfig, *, embed_dim: int, mid_channels: int) -> None:
+        super().__init__()
+        self.config = config
+        # Only enabled regularisers are built, so a weight of 0 leaves the loss and gradients untouched.
+        self.regularizers = nn.ModuleDict({
+            c.name: REGULARIZERS.build(c.name, config=c, embed_dim=embed_dim, mid_channels=mid_channels)
+            for c in config.regularizers if c.enabled
+        })
+        self.needs_input_grad = any(r.needs_input_grad for r in self.regularizers.values())
+
+    def match(self, model: CirModel, outputs: Outputs, generator: torch.Generator | None = None) -> Tensor:
+        """Per-query matching loss (B,) on NL-scaled query and target features."""
+        return matching_loss(model.norm(outputs.query), model.norm(outputs.target), k=self.config.k,
+                             generator=generator, reduction="none")
+
+    def forward(self, model: CirModel, batch: Batch, *, generator: torch.Generator | None = None) -> StepResult:
+        if self.needs_input_grad and not batch.reference.requires_grad:
+            # A leaf copy: the caller's tensor is left as it was.
+            batch = replace(batch, reference=batch.reference.detach().requires_grad_(True))
+        outputs = model(batch)
+        per_query = self.match(model, outputs, generator)  # (B,)
+        losses: dict[str, Tensor] = {"loss/match": per_query.mean()}
+        logs: dict[str, float] = {}
+
+        def rematch(other: Batch) -> Tensor:
+            return self.match(model, model(other), generator)
+
+        for name, regularizer in self.regularizers.items():
+            terms = regularizer(outputs, per_query, model=model, batch=batch, rematch=rematch)
+            clash = (terms.losses.keys() | terms.logs.keys()) & (losses.keys() | logs.keys())
+            if clash:
+                raise RuntimeError(f"regularizer {name!r} reuses the names {sorted(clash)}")
+            losses.update(terms.losses)
+            logs.update(terms.logs)
+        total = losses["loss/match"]
+        for name, term in losses.items():
+            if name != "loss/match":
+                total = total + term
+        logs.update({name: float(term.detach()) for name, term in losses.items()})
+        logs["loss/total"] = float(total.detach())
+        logs["model/scale"] = float(model.norm.scale.detach())
+        return StepResult(loss=total, logs=logs, terms=losses, outputs=outputs)
+
+    def after_gradient_sync(self, parameters: Iterable[nn.Parameter], *, step: int, seed: int) -> dict[str, float]:
+        """Run after the gradient all-reduce and before optimizer.step(): GA's isotropic noise (else no-op)."""
+        parameters = list(parameters)
+        logs: dict[str, float] = {}
+        for regularizer in self.regularizers.values():
+            logs.update(regularizer.after_gradient_sync(parameters, step=step, seed=seed))
+        return logs

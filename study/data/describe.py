@@ -1,0 +1,75 @@
+"""`python -m study.data describe DIR`: what a dataset folder holds, and a grid of sample queries."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TextIO
+
+from matplotlib.figure import Figure  # a bare Figure renders with Agg: no pyplot, no display
+from matplotlib.patches import Rectangle
+
+from study.data.errors import DatasetError
+from study.data.registry import DATASETS, DETECTORS, layouts_in
+from study.data.types import RetrievalData, Split
+
+GRID_ROWS_PER_SPLIT = 4
+
+
+def summary(data: RetrievalData) -> list[str]:
+    lines = [f"dataset {data.name}: recall@K for K in {list(data.recall_ks)}"]
+    for split in (data.train, data.test):
+        kinds = Counter(q.kind for q in split.queries)
+        with_region = sum(q.region is not None for q in split.queries)
+        lines.append(
+            f"  {split.name}: {len(split.image_paths)} images ({split.image_size}x{split.image_size}), "
+            f"{len(set(split.labels))} labels, {len(split.queries)} queries "
+            f"({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}; {with_region} with a region)"
+        )
+    lines += [f"  {note}" for note in data.notes]
+    return lines
+
+
+def _rows(split: Split) -> list[int]:
+    """Query indices spread evenly over the split, so every kind tends to appear."""
+    n = len(split.queries)
+    count = min(GRID_ROWS_PER_SPLIT, n)
+    return sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)}) if n else []
+
+
+def write_grid(data: RetrievalData, path: Path) -> None:
+    """A PNG of sample queries, one per row: source (region boxed) | text | target."""
+    rows = [(split, i) for split in (data.train, data.test) for i in _rows(split)]
+    fig = Figure(figsize=(7.5, 2.0 * max(len(rows), 1)))
+    for r, (split, i) in enumerate(rows):
+        query = split.queries[i]
+        for c, (index, title) in enumerate(((query.source, "source"), (None, ""), (query.target, "target"))):
+            ax = fig.add_subplot(len(rows), 3, 3 * r + c + 1)
+            ax.set_axis_off()
+            if index is None:
+                ax.text(0.5, 0.5, f"{split.name} / {query.kind}\n\"{query.text}\"", ha="center", va="center", wrap=True, fontsize=9)
+                continue
+            ax.imshow(split.load_image(index).permute(1, 2, 0).numpy())
+            ax.set_title(f"{title}: {split.labels[index]}"[:60], fontsize=6)
+            if index == query.source and query.region is not None:
+                top, left, bottom, right = (v * split.image_size for v in query.region)
+                ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="magenta", linewidth=1.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def describe(root: Path, grid: Path | None = None, out: TextIO | None = None) -> RetrievalData:
+    """Print counts per split for the layout found in `root`, and write the sample grid
+    (default `root/sample_grid.png`)."""
+    root = Path(root)
+    layouts = layouts_in(root)
+    if not layouts:
+        raise DatasetError(
+            f"{root}: no known dataset layout found (layouts: {DETECTORS.names()}); "
+            f"study/data/css.py and study/data/mitstates.py say which files each expects"
+        )
+    data = DATASETS.get(layouts[0])(root)
+    grid_path = Path(grid) if grid is not None else root / "sample_grid.png"
+    write_grid(data, grid_path)
+    lines = [f"{root}: layout {layouts[0]}", *summary(data), f"sample grid: {grid_path}"]
+    print("\n".join(lines), file=out)
+    return data

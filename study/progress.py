@@ -1,0 +1,35 @@
+"""One line per trial result while a study runs: which trial, which epoch, its WHM, and how many
+trials are done, so a long study shows where it is without Tune's full status table."""
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+
+
+class ProgressCallback(Callback):
+    def __init__(self, total_trials: int, epochs: int) -> None:
+        self.total, self.epochs = total_trials, epochs
+        self.done: set[str] = set()
+        self.started = time.time()
+
+    def _line(self, text: str) -> None:
+        elapsed = time.time() - self.started
+        print(f"[{elapsed:6.0f}s {len(self.done)}/{self.total} trials done] {text}", file=sys.stderr, flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        recalls = "  ".join(
+            f"{key.removeprefix('recall/')} {value:.3f}" for key, value in sorted(result.items())
+            if key.startswith("recall/") and "/test@" in key and key.endswith(("@1", "@10"))
+        )
+        whm = result.get("whm", float("nan"))
+        self._line(f"trial {trial.trial_id} epoch {result.get('epoch')}/{self.epochs}: whm {whm:.4f}  {recalls}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.done.add(trial.trial_id)
+        self._line(f"trial {trial.trial_id} finished")
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.done.add(trial.trial_id)
+        self._line(f"trial {trial.trial_id} FAILED: see {trial.path}/error.txt")

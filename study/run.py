@@ -1,0 +1,160 @@
+"""Run a study: `python -m study.run --space ga_vs_dim`.
+
+Loads and validates `search_spaces/<space>.yaml` (a bad file fails here, naming file, line and fix,
+before Ray starts), generates the datasets it needs (cached), then runs Ray Tune with Optuna and
+ASHA on an embedded local Ray (or `--address` for a cluster); each trial is one TorchTrainer.
+Writes `studies/<name>/trials.parquet`, `ranking.parquet`, `gains.parquet` and TensorBoard files,
+and prints the ranking by WHM.
+
+    python -m study.run --space ga_vs_dim --budget smoke
+    python -m study.run --space ga_vs_dim --resume          # continue an interrupted study
+    tensorboard --logdir studies/ga_vs_dim
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+# Ray's auto TBX logger writes one HParams experiment per trial, hiding conditional parameters;
+# study.tensorboard writes the dashboard instead. Must be set before ray.tune is imported.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+from study.space import BUDGET_NAMES, SearchSpace, SpaceError, load_space  # noqa: E402
+from study.trial_config import validate_space  # noqa: E402
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m study.run", description="Run a cirstudy hyperparameter study.")
+    parser.add_argument("--space", required=True, help="a name in search_spaces/ or a path to a .yaml file")
+    parser.add_argument("--budget", default="default", choices=BUDGET_NAMES)
+    parser.add_argument("--num-samples", type=int, help="configurations to try (each runs once per seed)")
+    parser.add_argument("--address", help="an existing Ray cluster (e.g. auto, or ray://head:10001); default: local Ray")
+    parser.add_argument("--storage", default="studies", help="parent directory of the study (shared storage on a cluster)")
+    parser.add_argument("--name", help="study name (default: the space's name)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
+    parser.add_argument("--workers-per-trial", type=int, help="data-parallel Ray Train workers per trial")
+    parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0 = CPU)")
+    parser.add_argument("--cache-dir", help="where generated datasets are cached (default ~/.cache/cirstudy/data)")
+    return parser.parse_args(argv)
+
+
+def _budget(space: SearchSpace, args: argparse.Namespace):
+    if args.budget not in space.budgets:
+        raise SpaceError(f"{space.path}: no budget {args.budget!r}; this space has {sorted(space.budgets)}")
+    budget = space.budgets[args.budget]
+    overrides = {
+        "num_samples": args.num_samples, "workers_per_trial": args.workers_per_trial,
+        "gpus_per_worker": args.gpus_per_worker,
+    }
+    for name, value in overrides.items():
+        if value is not None and (value < 0 or (name != "gpus_per_worker" and value < 1)):
+            raise SpaceError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return replace(budget, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _prepare_data(space: SearchSpace, budget, cache_dir: str | None) -> dict[str, tuple[int, ...]]:
+    from study.train import open_study_data
+
+    recall_ks = {}
+    for entry in space.datasets:
+        began = time.time()
+        print(f"preparing dataset {entry.name} (scale {budget.scale}) ...", file=sys.stderr, flush=True)
+        data = open_study_data(entry, scale=budget.scale, data_seed=space.data_seed, cache_dir=cache_dir)
+        recall_ks[entry.name] = tuple(data.recall_ks)
+        print(
+            f"  {entry.name}: {len(data.train.image_paths)} train / {len(data.test.image_paths)} test images, "
+            f"{len(data.train.queries)} / {len(data.test.queries)} queries ({time.time() - began:.1f}s)",
+            file=sys.stderr, flush=True,
+        )
+    return recall_ks
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    began = time.time()
+    try:
+        space = load_space(args.space)
+        budget = _budget(space, args)
+        validate_space(space, budget)
+    except SpaceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    name = args.name or space.name
+    study_dir = (Path(args.storage) / name).resolve()
+    if (study_dir / "tuner.pkl").exists() and not args.resume:
+        print(f"error: {study_dir} already holds a study; pass --resume to continue it, "
+              f"or --name to start another", file=sys.stderr)
+        return 2
+    if args.resume and not (study_dir / "tuner.pkl").exists():
+        print(f"error: --resume: no study to continue in {study_dir}", file=sys.stderr)
+        return 2
+    from study.data import DatasetError
+
+    try:
+        recall_ks = _prepare_data(space, budget, args.cache_dir)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    grid = _tune(space, budget, args, study_dir, space.cell_weights(recall_ks))
+    return _report(grid, space, study_dir, space.cell_weights(recall_ks), began)
+
+
+def _tune(space, budget, args, study_dir: Path, cell_weights):
+    import ray
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from study.progress import ProgressCallback
+    from study.search import build_search
+    from study.tensorboard import TensorBoardCallback, write_hparams_config
+    from study.trainable import StudySettings, trainable
+
+    ray.init(address=args.address, log_to_driver=False, configure_logging=False)
+    settings = StudySettings(
+        seeds=space.seeds, budget=budget, datasets=space.datasets, cell_weights=cell_weights,
+        data_seed=space.data_seed, cache_dir=args.cache_dir, train_storage=str(study_dir / "train"),
+    )
+    study_dir.mkdir(parents=True, exist_ok=True)
+    write_hparams_config(study_dir, space, ["whm", *(f"recall/{cell}" for cell in cell_weights)])
+    if args.resume:
+        print(f"resuming {study_dir}", file=sys.stderr, flush=True)
+        tuner = tune.Tuner.restore(str(study_dir), trainable=trainable(settings), resume_unfinished=True, resume_errored=True)
+    else:
+        search, scheduler, trials = build_search(space, budget)
+        tuner = tune.Tuner(
+            trainable(settings),
+            tune_config=tune.TuneConfig(
+                search_alg=search, scheduler=scheduler, num_samples=trials,
+                max_concurrent_trials=budget.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name=study_dir.name, storage_path=str(study_dir.parent), verbose=0,
+                callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # Tune's own, minus its TBX logger
+                           TensorBoardCallback(study_dir, space.seeds), ProgressCallback(trials, budget.epochs)],
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
+    return tuner.fit()
+
+
+def _report(grid, space: SearchSpace, study_dir: Path, cell_weights, began: float) -> int:
+    from study import results
+    from study.trials import trials_frame, write_trials
+
+    frame = trials_frame(grid, space)
+    write_trials(frame, study_dir, cell_weights)
+    results.write_ranking(study_dir)
+    errors = int((frame["status"] == "ERROR").sum())
+    print(f"\n{space.name}: {len(frame)} trials ({errors} failed) in {time.time() - began:.0f}s")
+    results.main([str(study_dir)])
+    print(f"\nwritten: {study_dir}/trials.parquet, ranking.parquet, gains.parquet; "
+          f"look at it: tensorboard --logdir {study_dir}")
+    return 1 if errors == len(frame) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Every TensorBoard detail of a study: training curves, recalls and the HParams dashboard.
+
+Written from the Tune driver (a `ray.tune.Callback`), so event files land in the study directory
+whatever node a trial ran on. Following platform-notes.md: ONE `hparams_config` summary at the
+study root lists the union of all hyperparameters (conditional ones included) with their domains;
+each trial's run directory gets only its session-start summary (`hparams_pb`) and scalars. Ray's
+own TBX logger is switched off by `study.run` (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1), otherwise
+several experiment summaries compete and conditional columns vanish.
+
+    tensorboard --logdir studies/ga_vs_dim
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from ray.tune import Callback
+from tensorboard.plugins.hparams import summary_v2 as hp
+from torch.utils.tensorboard import SummaryWriter
+
+from study.space import SearchSpace
+from study.trial_config import TRIAL_INDEX
+
+TRIALS_SUBDIR = "tensorboard"
+SCALAR_PREFIXES = ("recall/", "train/", "gap/", "time/", "whm")
+
+
+def trial_hparams(config: Mapping[str, Any], seeds: tuple[int, ...]) -> dict[str, Any]:
+    """The hyperparameters of one trial as TensorBoard shows them: sampled ones plus the seed."""
+    params = {k: v for k, v in config.items() if k != TRIAL_INDEX}
+    params["seed"] = seeds[int(config.get(TRIAL_INDEX, 0))]
+    return params
+
+
+def _domain(parameter) -> hp.Domain:
+    if parameter.kind == "choice":
+        return hp.Discrete(list(parameter.values))
+    if parameter.kind == "int":
+        return hp.IntInterval(int(parameter.low), int(parameter.high))
+    return hp.RealInterval(float(parameter.low), float(parameter.high))
+
+
+def write_hparams_config(study_dir: Path, space: SearchSpace, metric_tags: list[str]) -> None:
+    """The one experiment summary at the study root; skipped when a resumed study already has it."""
+    if any(study_dir.glob("events.out.tfevents.*")):
+        return
+    hparams = [hp.HParam(p.name, _domain(p)) for p in space.parameters]
+    hparams += [hp.HParam(name, hp.Discrete([value])) for name, value in space.fixed.items()]
+    hparams.append(hp.HParam("seed", hp.Discrete(list(space.seeds))))
+    metrics = [hp.Metric(tag) for tag in metric_tags]
+    with SummaryWriter(log_dir=str(study_dir)) as writer:
+        writer.file_writer.add_summary(hp.hparams_config_pb(hparams, metrics=metrics))
+
+
+class TensorBoardCallback(Callback):
+    """A run per trial under `<study>/tensorboard/<trial_id>`: session start, then every scalar."""
+
+    def __init__(self, study_dir: Path, seeds: tuple[int, ...]) -> None:
+        self.study_dir, self.seeds = Path(study_dir), seeds
+        self._writers: dict[str, SummaryWriter] = {}
+
+    def __getstate__(self) -> dict:  # Tune pickles its callbacks for Tuner.restore; writers cannot be
+        return {"study_dir": self.study_dir, "seeds": self.seeds, "_writers": {}}
+
+    def _writer(self, trial) -> SummaryWriter:
+        if trial.trial_id not in self._writers:
+            writer = SummaryWriter(log_dir=str(self.study_dir / TRIALS_SUBDIR / trial.trial_id))
+            params = trial_hparams(trial.config, self.seeds)
+            writer.file_writer.add_summary(hp.hparams_pb(params, trial_id=trial.trial_id))
+            self._writers[trial.trial_id] = writer
+        return self._writers[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._writer(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        writer = self._writer(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        for key, value in result.items():
+            if key.startswith(SCALAR_PREFIXES) and isinstance(value, (int, float)) and math.isfinite(value):
+                writer.add_scalar(key, value, global_step=step)
+        writer.flush()
+
+    def _close(self, trial) -> None:
+        writer = self._writers.pop(trial.trial_id, None)
+        if writer is not None:
+            writer.close()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._close(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._close(trial)

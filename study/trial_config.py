@@ -1,0 +1,87 @@
+"""The one place a trial's raw hyperparameter dict is read (STYLE.md section 3).
+
+Tune hands every trial a flat dict such as `{"composer": "tirg", "K": 8, "regularizer": "ga",
+"ga_strength": 0.01, "__trial_index__": 1}`. `TrialConfig.from_params` checks it once, rejecting
+unknown keys with the valid names, and nothing after it reads the raw dict. `validate_space` runs
+the same conversion over every choice of a space before Ray starts, so a bad file fails in
+`study.run`, not in trial 137.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+from models.composers import COMPOSERS
+from models.regularizers import REGULARIZERS, regularizer_configs, regularizer_param_names
+
+from study.space import Budget, SearchSpace, SpaceError
+
+TRIAL_INDEX = "__trial_index__"  # set by ray.tune.search.Repeater: which seed of the configuration
+NO_REGULARIZER = "none"
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    composer: str
+    k: int
+    seed: int
+    regularizer: str  # the selector the space searched over ("none", "ga", "dim"); recorded for results
+    regularizers: tuple[Any, ...]  # each enabled regulariser's frozen Config
+    params: tuple[tuple[str, Any], ...]  # the sampled hyperparameters, for results and TensorBoard
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], *, seeds: tuple[int, ...], where: str = "trial") -> "TrialConfig":
+        raw = dict(params)
+        index = int(raw.pop(TRIAL_INDEX, 0))
+        if not 0 <= index < len(seeds):
+            raise ValueError(f"{where}: seed index {index} outside the space's {len(seeds)} seeds")
+        regularizer_fields = regularizer_param_names()
+        known = {"composer", "K", "regularizer", *regularizer_fields}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown hyperparameter(s) {unknown}; valid names: {sorted(known)}")
+        composer = raw.get("composer", "tirg")
+        if composer not in COMPOSERS:
+            raise ValueError(f"{where}: unknown composer {composer!r}; known: {COMPOSERS.names()}")
+        k = raw.get("K", 2)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ValueError(f"{where}: K must be an integer >= 2 (candidates per group, A.3), got {k!r}")
+        selector = raw.get("regularizer", NO_REGULARIZER)
+        if selector != NO_REGULARIZER and selector not in REGULARIZERS:
+            raise ValueError(
+                f"{where}: unknown regularizer {selector!r}; known: {[NO_REGULARIZER, *REGULARIZERS.names()]}"
+            )
+        configs = regularizer_configs({n: v for n, v in raw.items() if n in regularizer_fields})
+        return cls(
+            composer=composer, k=k, seed=seeds[index], regularizer=selector,
+            regularizers=tuple(configs), params=tuple(sorted(raw.items())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_space(space: SearchSpace, budget: Budget) -> None:
+    """Convert each value of each parameter (numeric ones at their bounds), with the values its
+    condition needs, into a TrialConfig, so an error names that parameter's line; then check K
+    against the batch size (A.3: K > B is a configuration error)."""
+    from study.data import known_datasets  # the data package is heavy; only needed here
+
+    for entry in space.datasets:
+        if entry.root is None and entry.name not in known_datasets():
+            raise SpaceError(f"{space.path}: unknown dataset {entry.name!r}; known: {known_datasets()}")
+    for p in space.parameters:
+        values = p.values if p.kind == "choice" else (p.low, p.high)
+        for value in values:
+            value = int(value) if p.kind == "int" else value
+            where = f"{space.path}, line {p.line}"
+            try:
+                config = TrialConfig.from_params({**dict(p.when), p.name: value, **space.fixed},
+                                                 seeds=space.seeds, where=where)
+            except ValueError as error:
+                raise SpaceError(str(error)) from None
+            if config.k > budget.batch_size:
+                raise SpaceError(
+                    f"{where}: K={config.k} is larger than the batch size {budget.batch_size} of this budget; "
+                    "K counts the positive plus K-1 in-batch negatives, so lower K or raise batch_size"
+                )
