@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    grid = _tune(space, budget, args, study_dir, space.cell_weights(recall_ks))
-    return _report(grid, space, study_dir, space.cell_weights(recall_ks), began)
+    _tune(space, budget, args, study_dir, space.cell_weights(recall_ks))
+    return _report(space, study_dir, space.cell_weights(recall_ks), began)
 
 
 def _tune(space, budget, args, study_dir: Path, cell_weights):
@@ -141,18 +141,22 @@ def _tune(space, budget, args, study_dir: Path, cell_weights):
     return tuner.fit()
 
 
-def _report(grid, space: SearchSpace, study_dir: Path, cell_weights, began: float) -> int:
+def _report(space: SearchSpace, study_dir: Path, cell_weights, began: float) -> int:
     from study import results
     from study.trials import trials_frame, write_trials
 
-    frame = trials_frame(grid, space)
+    frame = trials_frame(study_dir, space)
     write_trials(frame, study_dir, cell_weights)
     results.write_ranking(study_dir)
     errors = int((frame["status"] == "ERROR").sum())
-    print(f"\n{space.name}: {len(frame)} trials ({errors} failed) in {time.time() - began:.0f}s")
+    unfinished = int((~frame["status"].isin(["TERMINATED", "ERROR"])).sum())
+    print(f"\n{space.name}: {len(frame)} trials ({errors} failed, {unfinished} unfinished) in {time.time() - began:.0f}s")
     results.main([str(study_dir)])
     print(f"\nwritten: {study_dir}/trials.parquet, ranking.parquet, gains.parquet; "
           f"look at it: tensorboard --logdir {study_dir}")
+    if unfinished:
+        print(f"interrupted: continue with the same command plus --resume", file=sys.stderr)
+        return 130
     return 1 if errors == len(frame) else 0
 
 

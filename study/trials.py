@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-from ray.tune import ResultGrid
+from ray.tune import ExperimentAnalysis
 
 from study.parquet_io import CELL_WEIGHTS_KEY, write_parquet_atomic
 from study.space import SearchSpace
@@ -16,10 +16,11 @@ from study.trial_config import TRIAL_INDEX
 TRIALS_FILE = "trials.parquet"
 
 
-def trial_row(config: Mapping[str, Any], metrics: Mapping[str, Any], *, space: SearchSpace, error: bool) -> dict:
+def trial_row(trial_id: str, status: str, config: Mapping[str, Any], metrics: Mapping[str, Any], *,
+              space: SearchSpace) -> dict:
     row: dict[str, Any] = {
-        "trial_id": str(metrics.get("trial_id", "")),
-        "status": "ERROR" if error else "TERMINATED",
+        "trial_id": trial_id,
+        "status": status,  # Tune's: TERMINATED (finished or stopped by ASHA), ERROR, PENDING, RUNNING, PAUSED
         "seed": space.seeds[int(config.get(TRIAL_INDEX, 0))],
     }
     for name in space.parameter_names():
@@ -35,10 +36,12 @@ def trial_row(config: Mapping[str, Any], metrics: Mapping[str, Any], *, space: S
     return row
 
 
-def trials_frame(grid: ResultGrid, space: SearchSpace) -> pd.DataFrame:
+def trials_frame(study_dir: Path, space: SearchSpace) -> pd.DataFrame:
+    """Every trial Tune knows of in `study_dir`, finished or not (an interrupted study included)."""
+    analysis = ExperimentAnalysis(str(study_dir))
     rows = [
-        trial_row(result.config or {}, result.metrics or {}, space=space, error=result.error is not None)
-        for result in grid
+        trial_row(trial.trial_id, trial.status, trial.config or {}, trial.last_result or {}, space=space)
+        for trial in analysis.trials
     ]
     frame = pd.DataFrame(rows)
     for column in frame.columns:  # a conditional float column that is all-None must still be float
