@@ -22,7 +22,8 @@ IMAGE_ENCODERS = Registry(
     "image encoder",
     "models/encoders.py",
     "Builders `(embed_dim: int, weights: str | None = None) -> nn.Module` whose forward(images "
-    "(B, 3, H, W) float) returns ImageFeatures; the module exposes `last_channels` and `mid_channels`.",
+    "(B, 3, H, W) float) returns ImageFeatures; the module exposes `last_channels`, `mid_channels` and `fc`, "
+    "the Linear(last_channels -> D) after the global pool (tirg_conv re-uses it, as TIRG does).",
 )
 
 # ImageNet statistics: torchvision's pretrained weights expect them, and TIRG uses them on every dataset.

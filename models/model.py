@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from models.batch import Batch, Outputs
-from models.composers import COMPOSERS
+from models.composers import COMPOSERS, TextInput
 from models.encoders import IMAGE_ENCODERS
 from models.losses import NormalizationLayer
 from models.text import TextEncoder
 
-__all__ = ["ModelConfig", "CirModel", "Batch", "Outputs"]
+__all__ = ["ModelConfig", "CirModel", "Batch", "Outputs", "TextInput"]
 
 
 @dataclass(frozen=True)
@@ -40,22 +40,30 @@ class CirModel(nn.Module):
             config.image_encoder, embed_dim=config.embed_dim, weights=config.image_weights)
         self.text_encoder = TextEncoder(config.vocab_size, config.embed_dim)
         self.composer = COMPOSERS.build(
-            config.composer, embed_dim=config.embed_dim, image_channels=self.image_encoder.last_channels)
+            config.composer, embed_dim=config.embed_dim, image_channels=self.image_encoder.last_channels,
+            vocab_size=config.vocab_size)
+        if self.composer.shares_image_head:  # TIRG's last-conv variant re-uses the image model's fc
+            self.composer.share_image_head(self.image_encoder.fc)
         self.norm = NormalizationLayer()
 
     def embed_images(self, images: Tensor) -> Tensor:
         """Gallery / target features (B, D), un-normalised."""
         return self.image_encoder(images).vector
 
+    def encode_text(self, tokens: Tensor, lengths: Tensor) -> TextInput:
+        """The text as every composer receives it: the encoder's feature phi_t (B, D) and the token ids."""
+        return TextInput(features=self.text_encoder(tokens, lengths), tokens=tokens, lengths=lengths)
+
     def compose(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
         """Query features psi (B, D), un-normalised."""
-        return self.composer(self.image_encoder(images), self.text_encoder(tokens, lengths))
+        return self.composer(self.image_encoder(images), self.encode_text(tokens, lengths))
 
     def forward(self, batch: Batch) -> Outputs:
         # Reference and target go through the encoder separately, as in TIRG (batch-norm statistics per set).
         reference = self.image_encoder(batch.reference)
-        text = self.text_encoder(batch.tokens, batch.lengths)  # (B, D); DIM reads it even for image_only
+        # The text encoder runs for every composer: DIM reads phi_t even for image_only and show_and_tell.
+        text = self.encode_text(batch.tokens, batch.lengths)
         query = self.composer(reference, text)  # (B, D)
         target = self.image_encoder(batch.target)
         return Outputs(query=query, target=target.vector, reference_features=reference,
-                       target_features=target, text=text, reference_images=batch.reference)
+                       target_features=target, text=text.features, reference_images=batch.reference)

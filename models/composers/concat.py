@@ -7,14 +7,16 @@ import torch
 from torch import Tensor, nn
 
 from models.composers import COMPOSERS
+from models.composers.base import Composer, TextInput
 from models.encoders import ImageFeatures
 
 
-class ConcatComposer(nn.Module):
+@COMPOSERS.register("concat")
+class ConcatComposer(Composer):
     uses_image, uses_text = True, True
 
-    def __init__(self, embed_dim: int) -> None:
-        super().__init__()
+    def __init__(self, embed_dim: int, image_channels: int, vocab_size: int | None = None) -> None:
+        super().__init__(embed_dim, image_channels, vocab_size)
         self.mlp = nn.Sequential(
             nn.BatchNorm1d(2 * embed_dim), nn.ReLU(),
             nn.Linear(2 * embed_dim, 2 * embed_dim),
@@ -22,10 +24,5 @@ class ConcatComposer(nn.Module):
             nn.Linear(2 * embed_dim, embed_dim),
         )
 
-    def forward(self, image: ImageFeatures, text: Tensor) -> Tensor:
-        return self.mlp(torch.cat([image.vector, text], dim=1))  # (B, 2D) -> (B, D)
-
-
-@COMPOSERS.register("concat")
-def build_concat(embed_dim: int, image_channels: int) -> ConcatComposer:
-    return ConcatComposer(embed_dim)
+    def forward(self, image: ImageFeatures, text: TextInput) -> Tensor:
+        return self.mlp(torch.cat([image.vector, text.features], dim=1))  # (B, 2D) -> (B, D)

@@ -2,19 +2,16 @@
 https://arxiv.org/abs/1812.07119)."""
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from models.composers import COMPOSERS
+from models.composers.base import Composer, TextInput
 from models.encoders import ImageFeatures
 
 
-class ImageOnlyComposer(nn.Module):
+@COMPOSERS.register("image_only")
+class ImageOnlyComposer(Composer):
     uses_image, uses_text = True, False
 
-    def forward(self, image: ImageFeatures, text: Tensor) -> Tensor:
+    def forward(self, image: ImageFeatures, text: TextInput) -> Tensor:
         return image.vector  # (B, D)
-
-
-@COMPOSERS.register("image_only")
-def build_image_only(embed_dim: int, image_channels: int) -> ImageOnlyComposer:
-    return ImageOnlyComposer()

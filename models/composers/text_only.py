@@ -2,19 +2,16 @@
 https://arxiv.org/abs/1812.07119)."""
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from models.composers import COMPOSERS
+from models.composers.base import Composer, TextInput
 from models.encoders import ImageFeatures
 
 
-class TextOnlyComposer(nn.Module):
+@COMPOSERS.register("text_only")
+class TextOnlyComposer(Composer):
     uses_image, uses_text = False, True
 
-    def forward(self, image: ImageFeatures, text: Tensor) -> Tensor:
-        return text  # (B, D)
-
-
-@COMPOSERS.register("text_only")
-def build_text_only(embed_dim: int, image_channels: int) -> TextOnlyComposer:
-    return TextOnlyComposer()
+    def forward(self, image: ImageFeatures, text: TextInput) -> Tensor:
+        return text.features  # (B, D)

@@ -1,26 +1,57 @@
-"""Every registered composer: shapes, finite values, gradient flow, and what it must ignore."""
+"""Every registered composer: shapes, finite values, gradient flow, and what it must ignore.
+
+Hand-checked values of single composers are in test_composer_values.py."""
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import EMBED_DIM, make_batch, make_model, reached
 
-from models.composers import COMPOSERS
+from models.batch import Batch
+from models.composers import COMPOSERS, REQUIREMENTS, Composer, TextInput, composer_class
 from models.encoders import ImageFeatures
 from models.model import ModelConfig
+from models.text import Vocabulary
+
+SINGLE_WORDS = ["add", "red", "circle", "cube"]  # words of conftest.TEXTS, for composers that need one word
+
+
+def batch_for(name: str, vocab: Vocabulary, seed: int = 0) -> Batch:
+    """conftest's batch, with one-word texts when the composer requires them."""
+    batch = make_batch(vocab, seed=seed)
+    if "single_word_text" in composer_class(name).requires:
+        tokens, lengths = vocab.encode(SINGLE_WORDS)
+        batch = Batch(reference=batch.reference, tokens=tokens, lengths=lengths, target=batch.target)
+    return batch
+
+
+def other_text(name: str, vocab: Vocabulary) -> tuple[torch.Tensor, torch.Tensor]:
+    single = "single_word_text" in composer_class(name).requires
+    return vocab.encode(["remove" if single else "remove blue square"] * 4)
+
+
+@pytest.mark.parametrize("name", COMPOSERS.names())
+def test_composer_class_declares_its_capabilities(name):
+    cls = composer_class(name)
+    assert issubclass(cls, Composer)
+    assert isinstance(cls.uses_image, bool) and isinstance(cls.uses_text, bool) and isinstance(cls.needs_tokens, bool)
+    assert isinstance(cls.requires, frozenset) and cls.requires <= REQUIREMENTS
+    assert cls.uses_image or cls.uses_text
+    assert not cls.needs_tokens or cls.uses_text
 
 
 @pytest.mark.parametrize("name", COMPOSERS.names())
 def test_composer_shape_finite_and_gradient_flow(name, vocab):
     model = make_model(vocab, composer=name)
-    batch = make_batch(vocab)
+    batch = batch_for(name, vocab)
     query = model.compose(batch.reference, batch.tokens, batch.lengths)
     assert query.shape == (4, EMBED_DIM)
     assert torch.isfinite(query).all()
     query.pow(2).sum().backward()
     composer = model.composer
     assert reached(model.image_encoder) == composer.uses_image
-    assert reached(model.text_encoder) == composer.uses_text
+    # A composer that reads token ids encodes the text itself: the text encoder is not on its path.
+    assert reached(model.text_encoder) == (composer.uses_text and not composer.needs_tokens)
     for pname, p in composer.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: no gradient reaches {pname}"
 
@@ -28,13 +59,29 @@ def test_composer_shape_finite_and_gradient_flow(name, vocab):
 @pytest.mark.parametrize("name", COMPOSERS.names())
 def test_composer_ignores_what_it_does_not_use(name, vocab):
     model = make_model(vocab, composer=name).eval()  # eval: dropout and batch statistics fixed
-    batch, other = make_batch(vocab, seed=0), make_batch(vocab, seed=1)
-    tokens, lengths = vocab.encode(["remove blue square"] * 4)
+    batch, other = batch_for(name, vocab, seed=0), batch_for(name, vocab, seed=1)
+    tokens, lengths = other_text(name, vocab)
     base = model.compose(batch.reference, batch.tokens, batch.lengths)
     new_text = model.compose(batch.reference, tokens, lengths)
     new_image = model.compose(other.reference, batch.tokens, batch.lengths)
     assert torch.equal(base, new_text) == (not model.composer.uses_text)
     assert torch.equal(base, new_image) == (not model.composer.uses_image)
+
+
+@pytest.mark.parametrize("name", COMPOSERS.names())
+def test_every_builder_takes_the_same_keywords(name):
+    composer = COMPOSERS.build(name, embed_dim=8, image_channels=16, vocab_size=5)
+    assert isinstance(composer, composer_class(name))
+    if composer_class(name).needs_tokens:  # per-word parameters: the vocabulary size is required
+        with pytest.raises(ValueError, match=rf"composer '{name}'.*needs vocab_size"):
+            COMPOSERS.build(name, embed_dim=8, image_channels=16)
+    else:
+        COMPOSERS.build(name, embed_dim=8, image_channels=16)
+
+
+def test_composer_class_of_an_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown composer 'film2'.*attribute_operator.*tirg_residual_only"):
+        composer_class("film2")
 
 
 def test_tirg_parameters_start_at_1_10_and_follow_the_repo_formula():
@@ -47,7 +94,8 @@ def test_tirg_parameters_start_at_1_10_and_follow_the_repo_formula():
         composer.gate[-1].bias.zero_()
     x = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 4.0, -1.0, 2.0]])
     image = ImageFeatures(vector=x, last_map=torch.zeros(2, 8, 1, 1), mid_map=torch.zeros(2, 8, 1, 1))
-    assert torch.allclose(composer(image, torch.randn(2, 4)), 0.5 * x)
+    text = TextInput(features=torch.randn(2, 4), tokens=torch.zeros(2, 1, dtype=torch.long), lengths=torch.ones(2, dtype=torch.long))
+    assert torch.allclose(composer(image, text), 0.5 * x)
 
 
 def test_tirg_and_concat_layer_order_follows_the_repo():
