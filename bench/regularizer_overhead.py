@@ -31,6 +31,8 @@ VARIANTS = {  # name -> (hyperparameters, target ratio from issue 5)
     "ga adversarial": ({"ga_strength": 1e-2}, 2.2),
     "ga fgsm": ({"ga_strength": 1e-2, "ga_mode": "fgsm"}, 2.2),
     "dim": ({"dim_weight": 0.1}, 1.3),
+    "cmap": ({"cmap_weight": 0.1}, 1.1),
+    "mmgrad": ({"mmgrad_weight": 0.1}, 2.5),
 }
 
 

@@ -46,6 +46,19 @@ class StepResult:
     outputs: Outputs | None = None  # what the model returned, for callers that log more
 
 
+def to_floats(logs: dict[str, float | Tensor]) -> dict[str, float]:
+    """Logs with 0-dim tensors -> floats, with one device sync per device instead of one per tensor."""
+    pending: dict[torch.device, list[str]] = {}
+    for name, value in logs.items():
+        if isinstance(value, Tensor):
+            pending.setdefault(value.device, []).append(name)
+    floats = {name: float(value) for name, value in logs.items() if not isinstance(value, Tensor)}
+    for names in pending.values():
+        values = torch.stack([logs[name].detach().reshape(()).float() for name in names]).tolist()
+        floats.update(zip(names, values))
+    return {name: floats[name] for name in logs}  # keep the order
+
+
 class Objective(nn.Module):
     def __init__(self, config: ObjectiveConfig, *, embed_dim: int, mid_channels: int) -> None:
         super().__init__()
@@ -69,9 +82,15 @@ class Objective(nn.Module):
         outputs = model(batch)
         per_query = self.match(model, outputs, generator)  # (B,)
         losses: dict[str, Tensor] = {"loss/match": per_query.mean()}
-        logs: dict[str, float] = {}
+        logs: dict[str, float | Tensor] = {}
 
         def rematch(other: Batch) -> Tensor:
+            if other.target is batch.target and other.tokens is batch.tokens and other.lengths is batch.lengths:
+                # Only the reference changed (GA's FGSM pass): the target features would come out the same,
+                # so reuse them instead of a second target forward and backward.
+                query = model.compose(other.reference, other.tokens, other.lengths)
+                return matching_loss(model.norm(query), model.norm(outputs.target), k=self.config.k,
+                                     generator=generator, reduction="none")
             return self.match(model, model(other), generator)
 
         for name, regularizer in self.regularizers.items():
@@ -85,10 +104,10 @@ class Objective(nn.Module):
         for name, term in losses.items():
             if name != "loss/match":
                 total = total + term
-        logs.update({name: float(term.detach()) for name, term in losses.items()})
-        logs["loss/total"] = float(total.detach())
-        logs["model/scale"] = float(model.norm.scale.detach())
-        return StepResult(loss=total, logs=logs, terms=losses, outputs=outputs)
+        logs.update({name: term.detach() for name, term in losses.items()})
+        logs["loss/total"] = total.detach()
+        logs["model/scale"] = model.norm.scale.detach()
+        return StepResult(loss=total, logs=to_floats(logs), terms=losses, outputs=outputs)
 
     def after_gradient_sync(self, parameters: Iterable[nn.Parameter], *, step: int, seed: int) -> dict[str, float]:
         """Run after the gradient all-reduce and before optimizer.step(): GA's isotropic noise (else no-op)."""

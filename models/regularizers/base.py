@@ -1,5 +1,6 @@
 """What every regulariser shares: a frozen Config whose field names are the study's flat hyperparameter
-names (validated on construction), the `Terms` it returns, and the hook run after gradient sync."""
+names (validated on construction), the `Terms` it returns, what it requires of the composer and the
+dataset, and the hook run after gradient sync."""
 from __future__ import annotations
 
 import math
@@ -16,7 +17,14 @@ from models.batch import Batch, Outputs
 if TYPE_CHECKING:
     from models.model import CirModel
 
-__all__ = ["RegularizerConfig", "Regularizer", "Terms"]
+__all__ = ["REQUIREMENTS", "RegularizerConfig", "Regularizer", "Terms"]
+
+# What a regulariser may need from the rest of the trial; checked against composers and datasets elsewhere.
+REQUIREMENTS = frozenset({
+    "regions",  # the dataset's queries carry the box of the region the text changes (Batch.regions)
+    "image_in_query",  # the composer uses the reference image (else d psi / d x is zero)
+    "text_in_query",  # the composer uses the text
+})
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,9 @@ class RegularizerConfig:
 @dataclass
 class Terms:
     losses: dict[str, Tensor] = field(default_factory=dict)  # named loss terms, already weighted ("loss/ga_adv")
-    logs: dict[str, float] = field(default_factory=dict)  # scalars for TensorBoard ("ga/input_grad_l1")
+    # Scalars for TensorBoard ("ga/input_grad_l1"): floats or detached 0-dim tensors. The Objective converts
+    # the tensors of all regularisers together, in one device sync; a float() per log stalls a GPU each time.
+    logs: dict[str, float | Tensor] = field(default_factory=dict)
 
 
 # Runs the model, the normalisation layer and the matching loss on another batch -> per-query loss (B,).
@@ -62,7 +72,20 @@ class Regularizer(nn.Module):
     `(config, *, embed_dim, mid_channels) -> Regularizer` and built only when `config.enabled`."""
 
     Config: ClassVar[type[RegularizerConfig]]
+    requires: ClassVar[frozenset[str]] = frozenset()  # a subset of REQUIREMENTS
     needs_input_grad: bool = False  # set when forward differentiates w.r.t. the reference image
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.requires) - REQUIREMENTS
+        if unknown:  # a typo here would silently skip a check elsewhere: fail at import instead
+            raise ValueError(f"{cls.__name__}.requires has unknown requirement(s) {sorted(unknown)}; "
+                             f"known: {sorted(REQUIREMENTS)} (models/regularizers/base.py)")
+
+    @classmethod
+    def required_by(cls, config: RegularizerConfig) -> frozenset[str]:
+        """What this configuration needs; `requires` unless a switched-off term needs less (GA)."""
+        return cls.requires
 
     def __init__(self, config: RegularizerConfig, *, embed_dim: int, mid_channels: int) -> None:
         super().__init__()

@@ -46,8 +46,13 @@ def infonce_mi(scores: Tensor) -> Tensor:
 
 def critic_accuracy(scores: Tensor) -> float:
     """How often a row's positive (diagonal) pair scores above all its negatives."""
+    return float(_critic_hits(scores))
+
+
+def _critic_hits(scores: Tensor) -> Tensor:
+    """critic_accuracy as a 0-dim tensor on the scores' device (no sync)."""
     b = scores.shape[-1]
-    return float((scores.argmax(dim=-1) == torch.arange(b, device=scores.device)).float().mean())
+    return (scores.argmax(dim=-1) == torch.arange(b, device=scores.device)).float().mean()
 
 
 ESTIMATORS = {"jsd": jsd_mi, "infonce": infonce_mi}
@@ -76,13 +81,16 @@ class DimRegularizer(Regularizer):
                 rematch: Rematch) -> Terms:
         estimate = ESTIMATORS[self.config.dim_estimator]
         text, image = outputs.text, outputs.reference_features.vector  # (B, D), (B, D)
-        global_scores = text @ self.global_critic @ image.T  # (B, B): T(phi_t_i, phi_x_j)
-        cells = self.local_projection(outputs.target_features.mid_map)  # (B, D, h, w)
-        cells = cells.flatten(2).permute(2, 0, 1)  # (N, B, D), N = h * w
-        local_scores = cells @ self.local_critic @ outputs.query.T  # (N, B, B): T(C_n(x+_i), psi_j)
+        global_scores = text @ (self.global_critic @ image.T)  # (B, B): T(phi_t_i, phi_x_j)
+        # T(C_n(x+_i), psi_j) = (P m_n,i + b)^T W psi_j for the 1x1 conv (P, b) on the layer2 map m: contract
+        # W psi and P first, (C2, B), so the N = h * w cells are never projected to D (most of DIM's cost).
+        critic_query = self.local_critic @ outputs.query.T  # (D, B)
+        projection = self.local_projection.weight.flatten(1)  # (D, C2)
+        cells = outputs.target_features.mid_map.flatten(2).permute(2, 0, 1)  # (N, B, C2)
+        local_scores = cells @ (projection.T @ critic_query) + self.local_projection.bias @ critic_query  # (N, B, B)
         mi_global, mi_local = estimate(global_scores), estimate(local_scores)  # local: mean over cells
         loss = -self.config.dim_weight * (mi_global + mi_local)
-        accuracy = 0.5 * (critic_accuracy(global_scores.detach()) + critic_accuracy(local_scores.detach()))
-        logs = {"dim/mi_global": float(mi_global.detach()), "dim/mi_local": float(mi_local.detach()),
+        accuracy = 0.5 * (_critic_hits(global_scores.detach()) + _critic_hits(local_scores.detach()))
+        logs = {"dim/mi_global": mi_global.detach(), "dim/mi_local": mi_local.detach(),
                 "dim/critic_accuracy": accuracy}
         return Terms({"loss/dim": loss}, logs)

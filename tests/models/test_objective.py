@@ -58,3 +58,41 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(vocab):
         optimizer.step()
         losses.append(result.logs["loss/match"])
     assert losses[-1] < losses[0]
+
+
+def test_ga_dim_and_cmap_together_sum_their_terms_and_train(vocab):
+    model = make_model(vocab)
+    config = ObjectiveConfig(k=3, regularizers=regularizer_configs(
+        {"ga_strength": 1e-3, "ga_noise": 1e-4, "dim_weight": 0.1, "cmap_weight": 0.1, "sc_mode": "hinge"}))
+    objective = Objective(config, embed_dim=EMBED_DIM, mid_channels=model.image_encoder.mid_channels)
+    assert sorted(objective.regularizers) == ["cmap", "dim", "ga"]
+    optimizer = torch.optim.Adam(list(model.parameters()) + list(objective.parameters()), lr=1e-3)
+    batch = make_batch(vocab)
+    for step in range(3):
+        optimizer.zero_grad()
+        result = objective(model, batch, generator=torch.Generator().manual_seed(step))
+        logs = result.logs
+        assert {"loss/ga_adv", "loss/dim", "loss/cmap", "ga/input_grad_l1", "cmap/sc", "dim/mi_global"} <= logs.keys()
+        assert logs["loss/total"] == pytest.approx(
+            logs["loss/match"] + logs["loss/ga_adv"] + logs["loss/dim"] + logs["loss/cmap"], rel=1e-5)
+        result.loss.backward()
+        parameters = list(model.parameters()) + list(objective.parameters())
+        assert objective.after_gradient_sync(parameters, step=step, seed=0)["ga/noise_norm"] > 0
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in parameters)
+        optimizer.step()
+    cmap_attention = objective.regularizers["cmap"].attention
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cmap_attention.parameters())
+
+
+def test_every_regularizer_at_once_with_regions(vocab):
+    from dataclasses import replace
+
+    model = make_model(vocab)
+    config = ObjectiveConfig(k=2, regularizers=regularizer_configs(
+        {"ga_strength": 1e-3, "ga_mode": "fgsm", "dim_weight": 0.1, "cmap_weight": 0.1, "mmgrad_weight": 0.1}))
+    objective = Objective(config, embed_dim=EMBED_DIM, mid_channels=model.image_encoder.mid_channels)
+    batch = replace(make_batch(vocab), regions=torch.tensor([[0.0, 0.0, 0.5, 0.5]] * 4))
+    result = objective(model, batch)
+    assert {"loss/ga_adv", "loss/dim", "loss/cmap", "loss/mmgrad"} <= result.logs.keys()
+    result.loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

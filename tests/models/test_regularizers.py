@@ -1,10 +1,11 @@
-"""Every registered regulariser (parametrised over REGULARIZERS), then GA's and DIM's maths by hand."""
+"""Every registered regulariser (parametrised over REGULARIZERS), requirements, then DIM's maths by hand.
+GA, CMAP and MMGrad have their own files (test_ga.py, test_cmap.py, test_mmgrad.py)."""
 from __future__ import annotations
 
 import itertools
 import math
 import typing
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -13,9 +14,14 @@ from conftest import EMBED_DIM, grads_of, make_batch, make_model, reached
 from models.batch import Outputs
 from models.encoders import ImageFeatures
 from models.objective import Objective, ObjectiveConfig
-from models.regularizers import REGULARIZERS, regularizer_configs, regularizer_param_names
+from models.regularizers import (REGULARIZERS, REQUIREMENTS, Regularizer, regularizer_configs,
+                                 regularizer_param_names, requirements)
+from models.regularizers.cmap import CmapRegularizer
 from models.regularizers.dim import DimRegularizer, infonce_mi, jsd_mi
-from models.regularizers.ga import GaRegularizer, noise_generator, noise_sigma
+from models.regularizers.ga import GaRegularizer
+from models.regularizers.mmgrad import MmgradRegularizer
+
+REGIONS = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 1.0, 0.5], [0.25, 0.25, 0.75, 0.75]])
 
 
 def enabled_configs(name: str) -> list:
@@ -36,7 +42,8 @@ def run(vocab, configs=(), k: int = 2, seed: int = 0):
     objective = Objective(ObjectiveConfig(k=k, regularizers=tuple(configs)), embed_dim=EMBED_DIM,
                           mid_channels=model.image_encoder.mid_channels)
     torch.manual_seed(seed)  # dropout
-    result = objective(model, make_batch(vocab), generator=torch.Generator().manual_seed(seed))
+    batch = replace(make_batch(vocab), regions=REGIONS)  # (top, left, bottom, right): MMGrad reads them
+    result = objective(model, batch, generator=torch.Generator().manual_seed(seed))
     return model, objective, result
 
 
@@ -74,7 +81,9 @@ def test_weight_zero_gives_exactly_the_unregularized_loss_and_gradients(name, vo
 
 def test_regularizer_param_names_and_configs():
     assert regularizer_param_names() == {"ga_strength": "ga", "ga_noise": "ga", "ga_mode": "ga",
-                                         "dim_weight": "dim", "dim_estimator": "dim"}
+                                         "dim_weight": "dim", "dim_estimator": "dim",
+                                         "cmap_weight": "cmap", "sc_temperature": "cmap", "sc_mode": "cmap",
+                                         "mmgrad_weight": "mmgrad"}
     configs = regularizer_configs({"ga_strength": 1, "lr": 0.1, "composer": "tirg"})
     assert configs == (GaRegularizer.Config(ga_strength=1.0),)
     assert isinstance(configs[0].ga_strength, float)
@@ -86,7 +95,8 @@ def test_regularizer_param_names_and_configs():
 @pytest.mark.parametrize("params,field", [
     ({"ga_strength": "big"}, "ga_strength"), ({"ga_noise": -1e-3}, "ga_noise"), ({"ga_mode": "pgd"}, "ga_mode"),
     ({"dim_weight": True}, "dim_weight"), ({"dim_estimator": "dv"}, "dim_estimator"),
-    ({"dim_weight": float("nan")}, "dim_weight"),
+    ({"dim_weight": float("nan")}, "dim_weight"), ({"sc_mode": "margin"}, "sc_mode"),
+    ({"cmap_weight": 0.1, "sc_temperature": 0.0}, "sc_temperature"), ({"mmgrad_weight": -1}, "mmgrad_weight"),
 ])
 def test_regularizer_configs_reject_bad_values_naming_field_and_value(params, field):
     with pytest.raises(ValueError, match=field) as error:
@@ -94,88 +104,24 @@ def test_regularizer_configs_reject_bad_values_naming_field_and_value(params, fi
     assert repr(params[field]) in str(error.value)
 
 
-# --- GA ------------------------------------------------------------------------------------------------
-
-def test_ga_penalty_on_a_linear_model_by_hand():
-    # query_i = W x_i, l_i = <c, query_i>  =>  d l_i / d x_i = W^T c = (1 + 6, -2 + 2, 0 - 2) = (7, 0, -2).
-    w = torch.tensor([[1.0, -2.0, 0.0], [3.0, 1.0, -1.0]], requires_grad=True)
-    c = torch.tensor([1.0, 2.0])
-    x = torch.randn(2, 3, 1, 1, requires_grad=True)
-    query = x.flatten(1) @ w.T  # (2, 2)
-    dummy = ImageFeatures(vector=query, last_map=x, mid_map=x)
-    outputs = Outputs(query=query, target=query, reference_features=dummy, target_features=dummy,
-                      text=query, reference_images=x)
-    ga = GaRegularizer(GaRegularizer.Config(ga_strength=0.1), embed_dim=2, mid_channels=3)
-    terms = ga(outputs, query @ c, model=None, batch=None, rematch=None)
-    assert terms.losses["loss/ga_adv"].item() == pytest.approx(0.1 * (7 + 0 + 2))
-    assert terms.logs["ga/input_grad_l1"] == pytest.approx(9.0)
-    # create_graph: L_adv = eps * sum_p |(W^T c)_p| is differentiable in W: eps * c_a * sign((W^T c)_p).
-    terms.losses["loss/ga_adv"].backward()
-    assert w.grad.flatten().tolist() == pytest.approx([0.1, 0.0, -0.1, 0.2, 0.0, -0.2])
+def test_every_regularizer_declares_known_requirements():
+    for name in REGULARIZERS.names():
+        cls = REGULARIZERS.get(name)
+        assert issubclass(cls, Regularizer) and isinstance(cls.requires, frozenset)
+        assert cls.requires <= REQUIREMENTS, name
+    with pytest.raises(ValueError, match="unknown requirement.*'region'"):
+        type("Typo", (Regularizer,), {"requires": frozenset({"region"})})
 
 
-def test_ga_penalty_reaches_the_image_encoder_through_the_input_gradient(vocab):
-    model, objective, result = run(vocab, [GaRegularizer.Config(ga_strength=0.01)])
-    assert objective.needs_input_grad and "loss/ga_adv" in result.logs
-    adversarial = result.loss - result.terms["loss/match"]
-    adversarial.backward()
-    assert reached(model.image_encoder) and reached(model.composer)
-
-
-def test_ga_fgsm_averages_clean_and_perturbed_losses(vocab):
-    _, _, result = run(vocab, [GaRegularizer.Config(ga_strength=0.05, ga_mode="fgsm")], k=4)
-    logs = result.logs
-    assert logs["loss/total"] == pytest.approx(0.5 * (logs["loss/match"] + logs["ga/adversarial_match"]), rel=1e-5)
-
-
-def test_ga_caller_reference_tensor_is_left_alone(vocab):
-    model = make_model(vocab)
-    objective = Objective(ObjectiveConfig(regularizers=(GaRegularizer.Config(ga_strength=0.1),)),
-                          embed_dim=EMBED_DIM, mid_channels=model.image_encoder.mid_channels)
-    batch = make_batch(vocab)
-    objective(model, batch).loss.backward()
-    assert not batch.reference.requires_grad and batch.reference.grad is None
-
-
-def test_noise_sigma_schedule_by_hand():
-    assert noise_sigma(0.01, 0) == pytest.approx(0.01)
-    assert noise_sigma(0.01, 3) == pytest.approx(0.01 / 4 ** 0.55)
-    assert noise_sigma(0.01, 3) == pytest.approx(0.01 * 0.4665165, rel=1e-6)  # 4^-0.55 = 2^-1.1
-
-
-def _params_with_grads() -> list[torch.nn.Parameter]:
-    params = [torch.nn.Parameter(torch.ones(3, 2)), torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(2))]
-    params[0].grad, params[1].grad = torch.full((3, 2), 0.5), torch.zeros(4)  # params[2] unused: grad None
-    return params
-
-
-def test_isotropic_noise_is_identical_for_the_same_seed_and_step():
-    ga = GaRegularizer(GaRegularizer.Config(ga_noise=0.2), embed_dim=2, mid_channels=2)
-    a, b, c = _params_with_grads(), _params_with_grads(), _params_with_grads()
-    logs = ga.after_gradient_sync(a, step=3, seed=7)
-    ga.after_gradient_sync(b, step=3, seed=7)  # another replica
-    ga.after_gradient_sync(c, step=4, seed=7)
-    assert all(torch.equal(p.grad, q.grad) for p, q in zip(a[:2], b[:2]))
-    assert not torch.equal(a[0].grad, c[0].grad)
-    assert a[2].grad is None  # an unused parameter stays unused
-    sigma = noise_sigma(0.2, 3)
-    generator = noise_generator(7, 3)
-    expected = [torch.randn(3, 2, generator=generator), torch.randn(4, generator=generator)]
-    assert torch.allclose(a[0].grad, 0.5 + sigma * expected[0]) and torch.allclose(a[1].grad, sigma * expected[1])
-    norm = sigma * math.sqrt(sum(float(e.pow(2).sum()) for e in expected))
-    assert logs["ga/noise_norm"] == pytest.approx(norm, rel=1e-5)
-
-
-def test_objective_applies_ga_noise_only_when_enabled(vocab):
-    model, objective, result = run(vocab, [GaRegularizer.Config(ga_noise=1e-3)])
-    assert not objective.needs_input_grad and "loss/ga_adv" not in result.logs
-    result.loss.backward()
-    before = grads_of(model)
-    logs = objective.after_gradient_sync(model.parameters(), step=0, seed=1)
-    assert logs["ga/noise_norm"] > 0
-    assert any(not torch.equal(before[n], p.grad) for n, p in model.named_parameters() if p.grad is not None)
-    _, plain, _ = run(vocab)
-    assert plain.after_gradient_sync(model.parameters(), step=0, seed=1) == {}
+def test_requirements_of_the_enabled_regularizers():
+    configs = regularizer_configs({"ga_strength": 0.01, "dim_weight": 0.1, "cmap_weight": 0.1, "mmgrad_weight": 0.1})
+    assert requirements(configs) == {"ga": frozenset({"image_in_query"}), "dim": frozenset(), "cmap": frozenset(),
+                                     "mmgrad": frozenset({"regions", "image_in_query"})}
+    # GA's isotropic noise alone needs nothing of the composer; disabled configs are left out.
+    assert requirements(regularizer_configs({"ga_noise": 1e-3, "mmgrad_weight": 0.0})) == {"ga": frozenset()}
+    assert requirements(()) == {}
+    assert MmgradRegularizer.requires == {"regions", "image_in_query"} and CmapRegularizer.requires == frozenset()
+    assert GaRegularizer.requires == {"image_in_query"} and DimRegularizer.requires == frozenset()
 
 
 # --- DIM -----------------------------------------------------------------------------------------------
@@ -208,10 +154,10 @@ def test_dim_regularizer_by_hand(estimator, value):
     outputs = Outputs(query=eye, target=eye, reference_features=reference, target_features=target,
                       text=SCORES, reference_images=torch.zeros(2, 3, 1, 1))
     terms = dim(outputs, torch.zeros(2), model=None, batch=None, rematch=None)
-    assert terms.logs["dim/mi_global"] == pytest.approx(value, rel=1e-6)
-    assert terms.logs["dim/mi_local"] == pytest.approx(value, rel=1e-6)
+    assert float(terms.logs["dim/mi_global"]) == pytest.approx(value, rel=1e-6)
+    assert float(terms.logs["dim/mi_local"]) == pytest.approx(value, rel=1e-6)
     assert terms.losses["loss/dim"].item() == pytest.approx(-0.5 * 2 * value, rel=1e-6)
-    assert terms.logs["dim/critic_accuracy"] == 1.0  # both rows rank their positive first
+    assert float(terms.logs["dim/critic_accuracy"]) == 1.0  # both rows rank their positive first
 
 
 def test_dim_reaches_its_critics_and_both_encoders(vocab):
