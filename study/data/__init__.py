@@ -3,36 +3,55 @@
     from study.data import open_dataset
     data = open_dataset("css", scale=0.05)                    # generated (cached), CSS layout
     data = open_dataset("mitstates", root=Path("/data/mit"))   # a real download
+    data = open_dataset("fashioniq", root=Path("/data/fiq"), options={"category": "dress"})
+    data = open_dataset("shoes", root=Path("/data/shoes"), allow_missing_images=True)
     images = data.test.load_images()                           # uint8 (N, 3, S, S)
+    data.manifest                                              # ImageManifest: listed / missing
 
-Loaders (DATASETS) read a file layout: "css" (TIRG's CSS, Vo et al., CVPR 2019, arXiv 1812.07119)
-and "mitstates" (Isola et al., CVPR 2015). Generators (GENERATORS) write one of those layouts:
-"css" (CSS-2D) and "states" (MIT-States-like); see methods.md A.10 and B.7.
+Loaders (DATASETS) read a file layout: "css" (TIRG's CSS, Vo et al., CVPR 2019, arXiv 1812.07119),
+"mitstates" (Isola et al., CVPR 2015), "fashion200k" (Han et al., ICCV 2017), "fashioniq" (Wu et
+al., CVPR 2021; option category) and "shoes" (Guo et al., NeurIPS 2018). Generators (GENERATORS)
+write one of those layouts: "css" (CSS-2D), "states" (MIT-States-like) and "fashion"
+(Fashion200k-like); see methods.md A.10 and B.7. Every loader checks its files at the edge
+(study/data/checks.py): one DatasetError names the bad file and line.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, Mapping
 
 # registration: one import line per loader or generator
-from study.data import css, css_generate, mitstates, states  # noqa: F401
+from study.data import css, css_generate, fashion, fashion200k, fashioniq, mitstates, shoes, states  # noqa: F401
 from study.data.cache import default_cache_dir, known_datasets, prepare_generated
 from study.data.errors import DatasetError
 from study.data.registry import DATASETS, GENERATORS, Generator
-from study.data.types import Query, RetrievalData, Split
+from study.data.types import ImageManifest, Query, RetrievalData, Split
 
 __all__ = [
-    "DATASETS", "GENERATORS", "DatasetError", "Generator", "Query", "RetrievalData", "Split",
+    "DATASETS", "GENERATORS", "DatasetError", "Generator", "ImageManifest", "Query", "RetrievalData", "Split",
     "default_cache_dir", "known_datasets", "open_dataset", "prepare_generated",
 ]  # fmt: skip
 
 
 def open_dataset(
-    name: str, *, root: Path | None = None, seed: int = 0, scale: float = 1.0, cache_dir: Path | None = None
+    name: str,
+    *,
+    root: Path | None = None,
+    seed: int = 0,
+    scale: float = 1.0,
+    cache_dir: Path | None = None,
+    options: Mapping[str, Any] | None = None,
+    allow_missing_images: bool = False,
 ) -> RetrievalData:
     """A dataset by name. With `root`, the loader `name` reads that folder (a generator's name
     reads with its layout's loader); without, `name` must be a generator, whose output for
-    (seed, scale) is generated once into the cache and then loaded."""
+    (seed, scale) is generated once into the cache and then loaded.
+
+    `options` go to the loader (fashioniq: {"category": "dress" | "shirt" | "toptee"}); an
+    unknown or missing one raises DatasetError naming the valid ones. Images the layout lists but
+    that are absent raise DatasetError with the counts unless `allow_missing_images`, which drops
+    them and the queries touching them; `data.manifest` records either way."""
     if name not in DATASETS and name not in GENERATORS:
         raise DatasetError(
             f"unknown dataset {name!r}; known: {known_datasets()} "
@@ -46,4 +65,8 @@ def open_dataset(
             raise DatasetError(f"dataset {name!r} reads a downloaded layout: pass root=<folder>; generated datasets: {GENERATORS.names()}")
         loader = GENERATORS.build(name).loader
         folder = prepare_generated(name, seed=seed, scale=scale, cache_dir=cache_dir)
-    return dataclasses.replace(DATASETS.get(loader)(folder), name=name)
+    options = dict(options or {})
+    if "allow_missing_images" in options:
+        raise DatasetError(f"dataset {name}: pass allow_missing_images as open_dataset's own argument, not among options")
+    data = DATASETS.get(loader)(folder, allow_missing_images=allow_missing_images, **options)
+    return dataclasses.replace(data, name=name)

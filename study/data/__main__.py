@@ -1,7 +1,9 @@
 """Command line of the data package.
 
     python -m study.data generate css --out /tmp/css --seed 0 --scale 0.05
+    python -m study.data generate fashion --out /tmp/fashion --scale 0.05
     python -m study.data describe /tmp/css [--grid /tmp/grid.png]
+    python -m study.data describe /data/fashioniq --option category=shirt
 """
 from __future__ import annotations
 
@@ -26,6 +28,16 @@ def _generate(args: argparse.Namespace) -> None:
           f"read it with open_dataset({gen.loader!r}, root=...)")
 
 
+def _options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DatasetError(f"--option {pair!r}: expected KEY=VALUE, e.g. category=dress")
+        options[key] = value
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.data", description=f"Datasets: {known_datasets()}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,12 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     desc = commands.add_parser("describe", help="print counts per split and write a sample grid PNG")
     desc.add_argument("root", type=Path)
     desc.add_argument("--grid", type=Path, default=None, help="PNG path (default ROOT/sample_grid.png)")
+    desc.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="loader option, e.g. category=shirt for fashioniq (repeatable)")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
             _generate(args)
         else:
-            describe(args.root, args.grid)
+            describe(args.root, args.grid, options=_options(args.option))
     except DatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -6,19 +6,19 @@ CSS (Vo et al., CVPR 2019, arXiv 1812.07119), methods.md B.7:
 Queries are every (from, to) pair of every mod group (TIRG's test protocol); a hit is an image
 whose str(label) equals the target's, so duplicate renderings of a scene count. A query's region is
 the grid cell named by the group's `target_pos`, else the one cell where source and target
-scenes differ, else None.
+scenes differ, else None. Options: none. Images listed but absent: see study/data/checks.py.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from study.data.checks import SplitParts, assemble, check_options
 from study.data.css_scene import POSITIONS, cell_of, cell_region
 from study.data.errors import DatasetError
-from study.data.images import image_side
 from study.data.registry import DATASETS, DETECTORS
 from study.data.safe_npy import read_pickled_npy
-from study.data.types import Query, RetrievalData, Split
+from study.data.types import Query, RetrievalData
 
 SCENE_FILE = "css_toy_dataset_novel2_small.dup.npy"
 RECALL_KS = (1, 5, 10, 50)
@@ -39,7 +39,7 @@ def _region(mod: Mapping[str, Any], source: Sequence[Any], target: Sequence[Any]
     return cell_region(changed[0]) if len(changed) == 1 else None
 
 
-def _split(root: Path, path: Path, name: str, part: Any) -> Split:
+def _split(path: Path, name: str, part: Any) -> SplitParts:
     if not isinstance(part, Mapping) or "objects_img" not in part or "mods" not in part:
         raise DatasetError(f"{path}: data[{name!r}] must be a dict with 'objects_img' and 'mods'; the file is not a CSS scene file")
     objects_img = list(part["objects_img"])
@@ -57,15 +57,8 @@ def _split(root: Path, path: Path, name: str, part: Any) -> Split:
                 raise DatasetError(f"{path}: data[{name!r}]['mods'][{m}] refers to image {f} -> {t}, but the split has {n} images")
             region = _region(mod, objects_img[int(f)], objects_img[int(t)])
             queries.append(Query(int(f), str(mod["to_str"]), int(t), str(mod["type"]), region))
-    image_paths = tuple(f"images/css_{name}_{i:06d}.png" for i in range(n))
-    missing = [p for p in image_paths if not (root / p).is_file()]
-    if missing:
-        raise DatasetError(
-            f"{root / missing[0]}: image file is missing ({len(missing)} of {n} {name} images missing); "
-            f"unpack CSS's images/ folder into {root} or regenerate with `python -m study.data generate css --out {root}`"
-        )
-    size = image_side(root / image_paths[0]) if n else 64
-    return Split(name, root, image_paths, tuple(str(label) for label in labels), tuple(queries), size)
+    image_paths = [f"images/css_{name}_{i:06d}.png" for i in range(n)]
+    return SplitParts(name, image_paths, [str(label) for label in labels], queries)
 
 
 def _held_out_note(data: Mapping[str, Any]) -> tuple[str, ...]:
@@ -79,8 +72,9 @@ def _held_out_note(data: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 @DATASETS.register("css")
-def load_css(root: Path) -> RetrievalData:
-    """Read a CSS layout at `root` (released or generated)."""
+def load_css(root: Path, *, allow_missing_images: bool = False, **options: Any) -> RetrievalData:
+    """Read a CSS layout at `root` (released or generated); takes no options."""
+    check_options("css", options, {})
     root = Path(root)
     path = root / SCENE_FILE
     data = read_pickled_npy(path)
@@ -90,12 +84,16 @@ def load_css(root: Path) -> RetrievalData:
             f"the file is not a CSS scene file"
         )
     try:
-        train, test = _split(root, path, "train", data["train"]), _split(root, path, "test", data["test"])
-    except (KeyError, TypeError) as err:
-        raise DatasetError(f"{path}: a mod group or object lacks a field ({err!r}); the file is not a CSS scene file") from None
-    return RetrievalData("css", train, test, RECALL_KS, _held_out_note(data))
+        train, test = _split(path, "train", data["train"]), _split(path, "test", data["test"])
+        notes = _held_out_note(data)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DatasetError(f"{path}: a mod group or object lacks a field or has a bad value ({err!r}); the file is not a CSS scene file") from None
+    return assemble(
+        "css", root, train, test, recall_ks=RECALL_KS, notes=notes, allow_missing_images=allow_missing_images,
+        fix=f"unpack CSS's images/ folder into {root} or regenerate with `python -m study.data generate css --out {root}`",
+    )
 
 
 @DETECTORS.register("css")
-def is_css(root: Path) -> bool:
-    return (Path(root) / SCENE_FILE).is_file()
+def is_css(root: Path) -> dict[str, Any] | None:
+    return {} if (Path(root) / SCENE_FILE).is_file() else None

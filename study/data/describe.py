@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Mapping, TextIO
 
 from matplotlib.figure import Figure  # a bare Figure renders with Agg: no pyplot, no display
 from matplotlib.patches import Rectangle
 
 from study.data.errors import DatasetError
-from study.data.registry import DATASETS, DETECTORS, layouts_in
+from study.data.registry import DATASETS, DETECTORS, detected_options, layouts_in
 from study.data.types import RetrievalData, Split
 
 GRID_ROWS_PER_SPLIT = 4
@@ -26,6 +26,11 @@ def summary(data: RetrievalData) -> list[str]:
             f"({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}; {with_region} with a region)"
         )
     lines += [f"  {note}" for note in data.notes]
+    if data.manifest is not None:
+        m = data.manifest
+        examples = f" (e.g. {', '.join(m.missing_examples)})" if m.missing else ""
+        lines.append(f"  images: {m.listed} listed, {m.missing} missing{examples}, "
+                     f"{m.dropped_queries} queries dropped; sha256 of the listed paths {m.sha256[:16]}")
     return lines
 
 
@@ -57,19 +62,23 @@ def write_grid(data: RetrievalData, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def describe(root: Path, grid: Path | None = None, out: TextIO | None = None) -> RetrievalData:
+def describe(root: Path, grid: Path | None = None, out: TextIO | None = None,
+             options: Mapping[str, Any] | None = None) -> RetrievalData:
     """Print counts per split for the layout found in `root`, and write the sample grid
-    (default `root/sample_grid.png`)."""
+    (default `root/sample_grid.png`). Loader options are the detector's (FashionIQ: the first
+    category found) overridden by `options`; missing images are reported, not refused."""
     root = Path(root)
     layouts = layouts_in(root)
     if not layouts:
         raise DatasetError(
             f"{root}: no known dataset layout found (layouts: {DETECTORS.names()}); "
-            f"study/data/css.py and study/data/mitstates.py say which files each expects"
+            f"the module docstring of each study/data/<layout>.py says which files it expects"
         )
-    data = DATASETS.get(layouts[0])(root)
+    chosen = {**detected_options(layouts[0], root), **dict(options or {})}
+    data = DATASETS.get(layouts[0])(root, allow_missing_images=True, **chosen)
     grid_path = Path(grid) if grid is not None else root / "sample_grid.png"
     write_grid(data, grid_path)
-    lines = [f"{root}: layout {layouts[0]}", *summary(data), f"sample grid: {grid_path}"]
+    shown = f" ({', '.join(f'{k}={v}' for k, v in chosen.items())})" if chosen else ""
+    lines = [f"{root}: layout {layouts[0]}{shown}", *summary(data), f"sample grid: {grid_path}"]
     print("\n".join(lines), file=out)
     return data

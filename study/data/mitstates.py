@@ -6,19 +6,21 @@ MIT-States (Isola, Lim and Adelson, CVPR 2015) with TIRG's protocol (Vo et al., 
 Test nouns are MIT-States' 49 (below) unless `<root>/test_nouns.txt` lists others (one per line,
 '#' comments); every other noun trains. A query is an image and another adjective of its noun; its
 target is an image labelled "target_adj noun". Regions come from `<root>/regions.json` when present.
+Options: none. Images are found by listing the folders, so none can be listed but absent.
 """
 from __future__ import annotations
 
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from study.data.checks import SplitParts, assemble, check_options
 from study.data.errors import DatasetError
-from study.data.images import image_side
 from study.data.registry import DATASETS, DETECTORS
-from study.data.types import Query, RetrievalData, Split
+from study.data.types import Query, RetrievalData
 
 RECALL_KS = (1, 5, 10)
 TEST_NOUNS_FILE = "test_nouns.txt"  # sidecar of generator "states"; overrides MIT_STATES_TEST_NOUNS
@@ -86,7 +88,7 @@ def _list_images(root: Path) -> list[tuple[str, str, str]]:
     return found
 
 
-def _split(root: Path, name: str, images: list[tuple[str, str, str]], regions: dict[str, Region]) -> Split:
+def _split(name: str, images: list[tuple[str, str, str]], regions: dict[str, Region]) -> SplitParts:
     paths = tuple(p for p, _, _ in images)
     labels = tuple(f"{adj} {noun}" for _, adj, noun in images)
     by_label: dict[str, list[int]] = defaultdict(list)
@@ -103,12 +105,13 @@ def _split(root: Path, name: str, images: list[tuple[str, str, str]], regions: d
     if name == "train" and len(queries) > TRAIN_QUERY_CAP:
         keep = np.sort(np.random.default_rng(0).choice(len(queries), size=TRAIN_QUERY_CAP, replace=False))
         queries = [queries[k] for k in keep]
-    return Split(name, root, paths, labels, tuple(queries), image_side(root / paths[0]))
+    return SplitParts(name, list(paths), list(labels), queries, present=set(paths))  # found by listing
 
 
 @DATASETS.register("mitstates")
-def load_mitstates(root: Path) -> RetrievalData:
-    """Read a MIT-States layout at `root` (released or generated)."""
+def load_mitstates(root: Path, *, allow_missing_images: bool = False, **options: Any) -> RetrievalData:
+    """Read a MIT-States layout at `root` (released or generated); takes no options."""
+    check_options("mitstates", options, {})
     root = Path(root)
     test_nouns, source = read_test_nouns(root)
     images = _list_images(root)
@@ -123,17 +126,20 @@ def load_mitstates(root: Path) -> RetrievalData:
                 f"{root / 'images'}: no {name} images (test nouns from {source}); "
                 f"check the <adj noun> folders and test_nouns.txt"
             )
-    train, test = (_split(root, name, part, regions) for name, part in parts.items())
+    train, test = (_split(name, part, regions) for name, part in parts.items())
     train_nouns = sorted({noun for _, _, noun in parts["train"]})
     used_test = sorted({noun for _, _, noun in parts["test"]})
     notes = (
         f"test nouns ({len(used_test)}, from {source}): {', '.join(used_test)}",
         f"train nouns ({len(train_nouns)}), disjoint from the test nouns: {', '.join(train_nouns)}",
     )
-    return RetrievalData("mitstates", train, test, RECALL_KS, notes)
+    return assemble("mitstates", root, train, test, recall_ks=RECALL_KS, notes=notes,
+                    allow_missing_images=allow_missing_images, fix="re-download MIT-States' images/ folder",
+                    label_parts=("adjective", "noun"))
 
 
 @DETECTORS.register("mitstates")
-def is_mitstates(root: Path) -> bool:
+def is_mitstates(root: Path) -> dict[str, Any] | None:
     images_dir = Path(root) / "images"
-    return images_dir.is_dir() and any(p.is_dir() and " " in p.name for p in images_dir.iterdir())
+    found = images_dir.is_dir() and any(p.is_dir() and " " in p.name for p in images_dir.iterdir())
+    return {} if found else None

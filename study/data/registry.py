@@ -15,8 +15,9 @@ from study.data.errors import DatasetError
 DATASETS = Registry(
     "dataset",
     "study/data",
-    "Layout name -> loader `(root: Path) -> RetrievalData` reading that file layout "
-    "(the generated data and the real download share one loader).",
+    "Layout name -> loader `(root: Path, *, allow_missing_images: bool = False, **options) -> "
+    "RetrievalData` reading that file layout (the generated data and the real download share one "
+    "loader). An unknown, missing or invalid option raises DatasetError naming the valid ones.",
 )
 
 GENERATORS = Registry(
@@ -29,7 +30,8 @@ GENERATORS = Registry(
 DETECTORS = Registry(
     "layout detector",
     "study/data",
-    "Layout name (as in DATASETS) -> `(root: Path) -> bool`: whether a folder holds that layout.",
+    "Layout name (as in DATASETS) -> `(root: Path) -> dict | None`: None when the folder does not "
+    "hold that layout, else the loader options to read it with (`describe` uses them; {} for none).",
 )
 
 
@@ -56,4 +58,9 @@ def loader_of(name: str) -> str:
 
 def layouts_in(root: Path) -> list[str]:
     """The names of the layouts found in `root`."""
-    return [name for name in DETECTORS.names() if DETECTORS.get(name)(root)]
+    return [name for name in DETECTORS.names() if DETECTORS.get(name)(root) is not None]
+
+
+def detected_options(name: str, root: Path) -> dict:
+    """The options detector `name` proposes for reading `root` ({} when it needs none)."""
+    return dict(DETECTORS.get(name)(root) or {})

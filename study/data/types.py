@@ -2,7 +2,8 @@
 
 A query is (source image, modification text) -> target image, as in TIRG (Vo et al., CVPR 2019,
 arXiv 1812.07119). A retrieved image is correct iff its label equals the label of the query's
-target (CSS: the scene label, so duplicate renderings count; MIT-States: "adj noun").
+target (CSS: the scene label, so duplicate renderings count; MIT-States: "adj noun"; Fashion200k:
+the product caption; FashionIQ and Shoes: the image id itself, so only the target counts).
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ class Query:
     source: int  # index into split.image_paths
     text: str
     target: int  # index into split.image_paths (one image carrying the target label)
-    kind: str  # modification type: css "add" / "remove" / "make"; states "adjective"
+    # modification type, for per-kind recall: css "add" / "remove" / "make"; mitstates
+    # "adjective"; fashion200k the replaced attribute "color" / "pattern" / "length" / "category"
+    # (else "word"); fashioniq and shoes "caption" (free text, no type)
+    kind: str
     # (top, left, bottom, right) in [0, 1] image fractions: the area the text asks to change;
     # None where the layout does not say (MMGrad-style region supervision skips those queries).
     region: tuple[float, float, float, float] | None
@@ -50,10 +54,28 @@ class Split:
 
 
 @dataclass(frozen=True)
+class ImageManifest:
+    """Which images the layout's files list and which of them are absent on disk."""
+
+    listed: int  # distinct image paths listed over both splits
+    missing: int  # of those, absent on disk
+    missing_examples: tuple[str, ...]  # up to MISSING_EXAMPLES relative paths, sorted
+    sha256: str  # of "\n".join(sorted(listed relative paths)): which image set a result used
+    dropped_queries: int = 0  # queries removed because they touch a missing image
+
+
+@dataclass(frozen=True)
 class RetrievalData:
     name: str
     train: Split
     test: Split
-    recall_ks: tuple[int, ...]  # css (1, 5, 10, 50); states / mitstates (1, 5, 10)
-    # Human-readable facts for `python -m study.data describe` (held-out pairs, test nouns).
+    # css (1, 5, 10, 50); states / mitstates (1, 5, 10); fashion200k and shoes (1, 10, 50);
+    # fashioniq (10, 50)
+    recall_ks: tuple[int, ...]
+    # Human-readable facts for `python -m study.data describe` (held-out pairs, test nouns,
+    # protocol choices such as how FashionIQ's two captions are joined).
     notes: tuple[str, ...] = ()
+    manifest: ImageManifest | None = None  # set by every loader (study/data/checks.py)
+    # Names of the space-separated parts of a label, for per-part recall: MIT-States' "adj noun"
+    # gives adjective-only and noun-only recall (TIRG logs both). Empty: labels are atomic.
+    label_parts: tuple[str, ...] = ()

@@ -32,3 +32,15 @@ def states_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("states")
     generate_states(root, seed=0, scale=STATES_SCALE)
     return root
+
+
+FASHION_SCALE = 0.01  # 2 train + 1 test image per caption: 960 images, a few seconds
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from study.data.fashion import generate_fashion
+
+    root = tmp_path_factory.mktemp("fashion")
+    generate_fashion(root, seed=0, scale=FASHION_SCALE)
+    return root

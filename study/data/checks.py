@@ -1,0 +1,159 @@
+"""What every loader checks at the edge: options, annotation files, and the images they list.
+
+A loader reads its layout into `SplitParts` and hands them to `assemble`, which looks for every
+listed image on disk, builds the `ImageManifest` (counts, examples, a hash of the listed paths),
+and then either refuses (one DatasetError naming the first missing file, the counts and the
+`--allow-missing-images` switch) or, when allowed, drops the missing images and every query that
+touches one. Reading helpers turn a missing file, truncated JSON or a malformed line into one
+DatasetError naming the file and line (STYLE.md section 4).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from study.data.errors import DatasetError
+from study.data.images import image_side
+from study.data.types import ImageManifest, Query, RetrievalData, Split
+
+MISSING_EXAMPLES = 5
+DEFAULT_IMAGE_SIZE = 64  # a split with no images left still needs a side
+
+
+def check_options(dataset: str, options: Mapping[str, Any], choices: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    """`options` with every key of `choices` present and valid; an unknown, missing or bad option
+    raises DatasetError naming the valid ones."""
+    unknown = sorted(set(options) - set(choices))
+    if unknown:
+        valid = ", ".join(f"{k} ({' | '.join(map(str, v))})" for k, v in choices.items()) or "none"
+        raise DatasetError(f"dataset {dataset}: unknown option(s) {unknown}; valid options: {valid}")
+    for key, valid_values in choices.items():
+        if key not in options:
+            raise DatasetError(f"dataset {dataset}: option {key!r} is required; pass options={{{key!r}: one of {list(valid_values)}}}")
+        if options[key] not in valid_values:
+            raise DatasetError(f"dataset {dataset}: option {key}={options[key]!r} is not valid; choose one of {list(valid_values)}")
+    return dict(options)
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """The parsed JSON file; a missing, truncated or undecodable file raises naming it (and the line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file is missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: cannot read the file ({err}); {fix}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); the file is truncated or corrupt: {fix}") from None
+
+
+def read_lines(path: Path, fix: str) -> list[str]:
+    """The lines of a text file without their line ends (line n is element n - 1)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file is missing; {fix}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: cannot read the file ({err}); {fix}") from None
+
+
+def expect_list(value: Any, path: Path, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise DatasetError(f"{path}: expected a JSON list of {what}, got {type(value).__name__}")
+    return value
+
+
+@dataclass
+class SplitParts:
+    """One split as a loader read it, before the images are checked on disk."""
+
+    name: str  # "train" | "test"
+    image_paths: list[str]  # relative to the root
+    labels: list[str]
+    queries: list[Query]
+    image_size: int | None = None  # None: the shorter side of the first image
+    present: set[str] | None = field(default=None, repr=False)  # paths known to exist; None: stat each
+    # What the annotation files list, parallel to image_paths, when that is not the path itself
+    # (FashionIQ lists ids -> "images/<id>", Shoes names found anywhere under images/): the
+    # manifest hashes and reports these, so its hash does not depend on which files are present.
+    listed: list[str] | None = None
+
+
+def manifest_of(listed: Iterable[str], missing: Iterable[str], dropped_queries: int = 0) -> ImageManifest:
+    names = sorted(set(listed))
+    absent = sorted(set(missing))
+    digest = hashlib.sha256("\n".join(names).encode("utf-8")).hexdigest()
+    return ImageManifest(len(names), len(absent), tuple(absent[:MISSING_EXAMPLES]), digest, dropped_queries)
+
+
+def _touching(part: SplitParts, missing: set[str]) -> int:
+    """How many of the split's queries have a missing source or target."""
+    bad = {i for i, p in enumerate(part.image_paths) if p in missing}
+    return sum(q.source in bad or q.target in bad for q in part.queries)
+
+
+def _drop_missing(root: Path, part: SplitParts, missing: set[str]) -> tuple[Split, int]:
+    keep = [i for i, p in enumerate(part.image_paths) if p not in missing]
+    new_index = {old: new for new, old in enumerate(keep)}
+    queries = tuple(
+        Query(new_index[q.source], q.text, new_index[q.target], q.kind, q.region)
+        for q in part.queries
+        if q.source in new_index and q.target in new_index
+    )
+    paths = tuple(part.image_paths[i] for i in keep)
+    size = part.image_size or (image_side(root / paths[0]) if paths else DEFAULT_IMAGE_SIZE)
+    split = Split(part.name, root, paths, tuple(part.labels[i] for i in keep), queries, size)
+    return split, len(part.queries) - len(queries)
+
+
+def assemble(
+    dataset: str,
+    root: Path,
+    train: SplitParts,
+    test: SplitParts,
+    *,
+    recall_ks: tuple[int, ...],
+    notes: Sequence[str] = (),
+    allow_missing_images: bool,
+    fix: str,
+    label_parts: tuple[str, ...] = (),
+) -> RetrievalData:
+    """The RetrievalData of two splits, with its ImageManifest; refuses missing images unless
+    allowed, in which case they and the queries that touch them are dropped.
+
+    `fix` says how to restore the images ("unpack the images/ folder into ROOT").
+    """
+    for part in (train, test):
+        if len(part.image_paths) != len(part.labels):
+            raise ValueError(f"{dataset} {part.name}: {len(part.image_paths)} paths but {len(part.labels)} labels")  # a loader bug
+    listed, missing, missing_listed = set(), set(), set()
+    for part in (train, test):
+        for p, key in zip(part.image_paths, part.listed or part.image_paths):
+            listed.add(key)
+            if p in missing or not (p in part.present if part.present is not None else (root / p).is_file()):
+                missing.add(p)
+                missing_listed.add(key)
+    if missing and not allow_missing_images:
+        first = min(missing)
+        dropped = _touching(train, missing) + _touching(test, missing)
+        examples = ", ".join(sorted(missing_listed)[:MISSING_EXAMPLES])
+        raise DatasetError(
+            f"{root / first}: image file is missing; {len(missing)} of {len(listed)} images listed by {dataset} "
+            f"are missing (e.g. {examples}). Restore them ({fix}), or pass --allow-missing-images "
+            f"(open_dataset(..., allow_missing_images=True)) to drop them and the {dropped} queries that touch them"
+        )
+    train_split, dropped_train = _drop_missing(root, train, missing)
+    test_split, dropped_test = _drop_missing(root, test, missing)
+    manifest = manifest_of(listed, missing_listed, dropped_train + dropped_test)
+    notes = list(notes)
+    if missing:
+        notes.append(
+            f"{len(missing)} of {len(listed)} listed images missing (allowed): dropped them and "
+            f"{manifest.dropped_queries} queries that touch them; e.g. {', '.join(manifest.missing_examples)}"
+        )
+    return RetrievalData(dataset, train_split, test_split, recall_ks, tuple(notes), manifest, label_parts)
