@@ -1,11 +1,16 @@
-"""Recall@K of one model on one split, by the dataset's protocol (methods.md A.8 and B.1).
+"""Recall@K of one model on one split, by the dataset's protocol (methods.md A.8 and B.1), with
+the breakdowns a researcher inspects.
 
 The gallery is every image of the split; each query's own source image is excluded; a hit is any
-retrieved image whose label equals the target's. Embeddings are computed in batches and scored in
-chunks by `study.metrics.recall_at_k`, so no query x gallery matrix is held for large galleries.
+retrieved image whose label equals the target's. Embeddings are computed in batches and ranked in
+chunks (`study.metrics`), so no query x gallery matrix is held for large galleries. Breakdowns:
+recall per modification type (css add/remove/make, fashion per replaced attribute) and, where
+labels have parts ("adj noun"), recall on each part alone (MIT-States' adjective-only and
+noun-only recall).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -14,7 +19,16 @@ from models.encoders import normalize_images
 from models.model import CirModel
 from models.text import Vocabulary
 from study.data import Query, Split
-from study.metrics import recall_at_k
+from study.metrics import first_hit_ranks, recall_from_ranks
+
+
+@dataclass(frozen=True)
+class SplitEvaluation:
+    query_emb: torch.Tensor  # (Q, D)
+    gallery_emb: torch.Tensor  # (N, D)
+    ranks: torch.Tensor  # (Q,) 0-based rank of the first correct gallery image
+    recalls: dict[int, float]  # K -> recall
+    breakdowns: dict[str, dict[int, float]]  # "add", "adjective_only", ... -> K -> recall
 
 
 @torch.no_grad()
@@ -40,19 +54,32 @@ def embed_queries(
 
 def evaluate_split(
     model: CirModel, split: Split, images: torch.Tensor, queries: Sequence[Query], vocab: Vocabulary,
-    ks: Sequence[int], device: torch.device,
-) -> dict[int, float]:
-    """Recall@K for `queries` against the whole gallery of `split` (`images` = split.load_images())."""
+    ks: Sequence[int], device: torch.device, *, label_parts: Sequence[str] = (),
+) -> SplitEvaluation:
+    """Rank the whole gallery of `split` for `queries` (`images` = split.load_images()).
+    `label_parts` names the space-separated parts of a label, e.g. ("adjective", "noun")."""
     was_training = model.training
     model.eval()
     try:
         gallery = embed_gallery(model, images, device)
         query_emb = embed_queries(model, images, queries, vocab, device)
-        return recall_at_k(
-            query_emb, gallery,
-            query_sources=torch.tensor([q.source for q in queries], device=device),
-            query_targets=torch.tensor([q.target for q in queries], device=device),
-            gallery_labels=split.labels, ks=ks,
-        )
     finally:
         model.train(was_training)
+    sources = torch.tensor([q.source for q in queries], device=device)
+    targets = torch.tensor([q.target for q in queries], device=device)
+
+    def ranks_for(labels: Sequence[str]) -> torch.Tensor:
+        return first_hit_ranks(query_emb, gallery, query_sources=sources, query_targets=targets, gallery_labels=labels)
+
+    ranks = ranks_for(split.labels)
+    breakdowns = {}
+    kinds = sorted({q.kind for q in queries})
+    if len(kinds) > 1:
+        kind_of = [q.kind for q in queries]
+        for kind in kinds:
+            mask = torch.tensor([k == kind for k in kind_of], device=ranks.device)
+            breakdowns[kind] = recall_from_ranks(ranks[mask], ks)
+    for position, part in enumerate(label_parts):
+        part_labels = [label.split(" ")[position] if len(label.split(" ")) > position else label for label in split.labels]
+        breakdowns[f"{part}_only"] = recall_from_ranks(ranks_for(part_labels), ks)
+    return SplitEvaluation(query_emb, gallery, ranks, recall_from_ranks(ranks, ks), breakdowns)

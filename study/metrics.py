@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["first_hit_ranks", "recall_at_k", "recall_from_ranks", "whm"]
+__all__ = ["first_hit_ranks", "recall_at_k", "recall_from_ranks", "top_k", "whm"]
 
 
 def _as_index(values: Tensor | Sequence[int], *, name: str, n_queries: int, n_gallery: int,
@@ -107,6 +107,29 @@ def first_hit_ranks(query_emb: Tensor, gallery_emb: Tensor, *,
         ahead = ((sims >= best[:, None]) & ~correct).sum(dim=1)  # (C,) incorrect items tying or above
         ranks[start:stop] = torch.where(best.isfinite(), ahead, torch.full_like(ahead, n_gallery))
     return ranks
+
+
+@torch.no_grad()
+def top_k(query_emb: Tensor, gallery_emb: Tensor, *, k: int, query_sources: Tensor | Sequence[int] | None,
+          chunk_size: int = 1024) -> Tensor:
+    """(Q, k) gallery indices of each query's k most similar images, its source excluded, scored in
+    chunks of queries (memory O(chunk_size * N)). Ties are broken by torch.topk, so unlike
+    `first_hit_ranks` the order of tied items may differ between devices."""
+    device = query_emb.device
+    q = _normalised(query_emb, name="query_emb", device=device)  # (Q, D)
+    g = _normalised(gallery_emb, name="gallery_emb", device=device).to(q.dtype)  # (N, D)
+    n_queries, n_gallery = q.shape[0], g.shape[0]
+    sources = (None if query_sources is None else _as_index(
+        query_sources, name="query_sources", n_queries=n_queries, n_gallery=n_gallery, device=device))
+    k = min(k, n_gallery - (sources is not None))
+    out = torch.empty(n_queries, k, dtype=torch.long, device=device)
+    for start in range(0, n_queries, chunk_size):
+        stop = min(start + chunk_size, n_queries)
+        sims = (q[start:stop] @ g.T).nan_to_num(nan=-math.inf)  # (C, N)
+        if sources is not None:
+            sims[torch.arange(stop - start, device=device), sources[start:stop]] = -math.inf
+        out[start:stop] = sims.topk(k, dim=1).indices
+    return out
 
 
 def recall_from_ranks(ranks: Tensor, ks: Sequence[int]) -> dict[int, float]:

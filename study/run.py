@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 from study.space import BUDGET_NAMES, SearchSpace, SpaceError, load_space  # noqa: E402
-from study.trial_config import validate_space  # noqa: E402
+from study.trial_config import check_capabilities, validate_space  # noqa: E402
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,6 +38,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted study of the same name")
     parser.add_argument("--workers-per-trial", type=int, help="data-parallel Ray Train workers per trial")
     parser.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (0 = CPU)")
+    parser.add_argument("--allow-missing-images", action="store_true",
+                        help="run although a real dataset lists images that are absent (their queries are dropped; "
+                             "the manifest is stored with the results)")
     parser.add_argument("--cache-dir", help="where generated datasets are cached (default ~/.cache/cirstudy/data)")
     return parser.parse_args(argv)
 
@@ -56,21 +59,24 @@ def _budget(space: SearchSpace, args: argparse.Namespace):
     return replace(budget, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _prepare_data(space: SearchSpace, budget, cache_dir: str | None) -> dict[str, tuple[int, ...]]:
+def _prepare_data(space: SearchSpace, budget, args: argparse.Namespace) -> dict:
+    """Generate (cached) or read every dataset of the study before Ray starts: a broken dataset
+    fails here, and trials on this node find the generated data ready."""
     from study.train import open_study_data
 
-    recall_ks = {}
+    datasets = {}
     for entry in space.datasets:
         began = time.time()
-        print(f"preparing dataset {entry.name} (scale {budget.scale}) ...", file=sys.stderr, flush=True)
-        data = open_study_data(entry, scale=budget.scale, data_seed=space.data_seed, cache_dir=cache_dir)
-        recall_ks[entry.name] = tuple(data.recall_ks)
+        print(f"preparing dataset {entry.key} (scale {budget.scale}) ...", file=sys.stderr, flush=True)
+        data = open_study_data(entry, scale=budget.scale, data_seed=space.data_seed, cache_dir=args.cache_dir,
+                               allow_missing_images=args.allow_missing_images)
+        datasets[entry.key] = data
         print(
-            f"  {entry.name}: {len(data.train.image_paths)} train / {len(data.test.image_paths)} test images, "
+            f"  {entry.key}: {len(data.train.image_paths)} train / {len(data.test.image_paths)} test images, "
             f"{len(data.train.queries)} / {len(data.test.queries)} queries ({time.time() - began:.1f}s)",
             file=sys.stderr, flush=True,
         )
-    return recall_ks
+    return datasets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         space = load_space(args.space)
         budget = _budget(space, args)
+        space = space.for_budget(budget)
         validate_space(space, budget)
     except SpaceError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -95,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     from study.data import DatasetError
 
     try:
-        recall_ks = _prepare_data(space, budget, args.cache_dir)
-    except DatasetError as error:
+        datasets = _prepare_data(space, budget, args)
+        check_capabilities(space, datasets)
+    except (DatasetError, SpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    _tune(space, budget, args, study_dir, space.cell_weights(recall_ks))
-    return _report(space, study_dir, space.cell_weights(recall_ks), began)
+    cell_weights = space.cell_weights({key: tuple(data.recall_ks) for key, data in datasets.items()})
+    _tune(space, budget, args, study_dir, cell_weights)
+    manifests = {key: data.manifest for key, data in datasets.items()}
+    return _report(space, study_dir, cell_weights, manifests, began)
 
 
 def _tune(space, budget, args, study_dir: Path, cell_weights):
@@ -117,6 +127,7 @@ def _tune(space, budget, args, study_dir: Path, cell_weights):
     settings = StudySettings(
         seeds=space.seeds, budget=budget, datasets=space.datasets, cell_weights=cell_weights,
         data_seed=space.data_seed, cache_dir=args.cache_dir, train_storage=str(study_dir / "train"),
+        allow_missing_images=args.allow_missing_images,
     )
     study_dir.mkdir(parents=True, exist_ok=True)
     write_hparams_config(study_dir, space, ["whm", *(f"recall/{cell}" for cell in cell_weights)])
@@ -134,19 +145,19 @@ def _tune(space, budget, args, study_dir: Path, cell_weights):
             run_config=tune.RunConfig(
                 name=study_dir.name, storage_path=str(study_dir.parent), verbose=0,
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # Tune's own, minus its TBX logger
-                           TensorBoardCallback(study_dir, space.seeds), ProgressCallback(trials, budget.epochs)],
+                           TensorBoardCallback(study_dir, space), ProgressCallback(trials, budget.epochs)],
                 failure_config=tune.FailureConfig(max_failures=1),
             ),
         )
     return tuner.fit()
 
 
-def _report(space: SearchSpace, study_dir: Path, cell_weights, began: float) -> int:
+def _report(space: SearchSpace, study_dir: Path, cell_weights, manifests, began: float) -> int:
     from study import results
     from study.trials import trials_frame, write_trials
 
     frame = trials_frame(study_dir, space)
-    write_trials(frame, study_dir, cell_weights)
+    write_trials(frame, study_dir, cell_weights, manifests)
     results.write_ranking(study_dir)
     errors = int((frame["status"] == "ERROR").sum())
     unfinished = int((~frame["status"].isin(["TERMINATED", "ERROR"])).sum())

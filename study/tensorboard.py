@@ -23,19 +23,26 @@ from study.space import SearchSpace
 from study.trial_config import TRIAL_INDEX
 
 TRIALS_SUBDIR = "tensorboard"
-SCALAR_PREFIXES = ("recall/", "train/", "gap/", "time/", "whm")
+SCALAR_PREFIXES = ("recall/", "breakdown/", "train/", "gap/", "time/", "check/", "whm")
 
 
-def trial_hparams(config: Mapping[str, Any], seeds: tuple[int, ...]) -> dict[str, Any]:
+def _mixed(values) -> bool:
+    """A choice such as K: [2, 8, batch] mixes types; TensorBoard's Discrete domain cannot."""
+    return len({type(v) for v in values}) > 1
+
+
+def trial_hparams(config: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
     """The hyperparameters of one trial as TensorBoard shows them: sampled ones plus the seed."""
-    params = {k: v for k, v in config.items() if k != TRIAL_INDEX}
-    params["seed"] = seeds[int(config.get(TRIAL_INDEX, 0))]
+    as_text = {p.name for p in space.parameters if p.kind == "choice" and _mixed(p.values)}
+    params = {k: str(v) if k in as_text else v for k, v in config.items() if k != TRIAL_INDEX}
+    params["seed"] = space.seeds[int(config.get(TRIAL_INDEX, 0))]
     return params
 
 
 def _domain(parameter) -> hp.Domain:
     if parameter.kind == "choice":
-        return hp.Discrete(list(parameter.values))
+        values = list(parameter.values)
+        return hp.Discrete([str(v) for v in values] if _mixed(values) else values)
     if parameter.kind == "int":
         return hp.IntInterval(int(parameter.low), int(parameter.high))
     return hp.RealInterval(float(parameter.low), float(parameter.high))
@@ -56,17 +63,17 @@ def write_hparams_config(study_dir: Path, space: SearchSpace, metric_tags: list[
 class TensorBoardCallback(Callback):
     """A run per trial under `<study>/tensorboard/<trial_id>`: session start, then every scalar."""
 
-    def __init__(self, study_dir: Path, seeds: tuple[int, ...]) -> None:
-        self.study_dir, self.seeds = Path(study_dir), seeds
+    def __init__(self, study_dir: Path, space: SearchSpace) -> None:
+        self.study_dir, self.space = Path(study_dir), space
         self._writers: dict[str, SummaryWriter] = {}
 
     def __getstate__(self) -> dict:  # Tune pickles its callbacks for Tuner.restore; writers cannot be
-        return {"study_dir": self.study_dir, "seeds": self.seeds, "_writers": {}}
+        return {"study_dir": self.study_dir, "space": self.space, "_writers": {}}
 
     def _writer(self, trial) -> SummaryWriter:
         if trial.trial_id not in self._writers:
             writer = SummaryWriter(log_dir=str(self.study_dir / TRIALS_SUBDIR / trial.trial_id))
-            params = trial_hparams(trial.config, self.seeds)
+            params = trial_hparams(trial.config, self.space)
             writer.file_writer.add_summary(hp.hparams_pb(params, trial_id=trial.trial_id))
             self._writers[trial.trial_id] = writer
         return self._writers[trial.trial_id]

@@ -8,6 +8,7 @@ and report per-dataset recalls and the WHM (methods.md A.8, A.9).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
@@ -41,13 +42,15 @@ class RunSpec:
     cell_weights: Mapping[str, float]  # "css/test@1" -> weight (A.9)
     data_seed: int = 0
     cache_dir: str | None = None
+    allow_missing_images: bool = False
     driver_node: str = ""  # node of the Tune function that launched this run (reported with the workers')
 
 
-def open_study_data(entry: DatasetEntry, *, scale: float, data_seed: int, cache_dir: str | None):
+def open_study_data(entry: DatasetEntry, *, scale: float, data_seed: int, cache_dir: str | None,
+                    allow_missing_images: bool = False):
     root = Path(entry.root) if entry.root else None
-    return open_dataset(entry.name, root=root, seed=data_seed, scale=scale,
-                        cache_dir=Path(cache_dir) if cache_dir else None)
+    return open_dataset(entry.name, root=root, seed=data_seed, scale=scale, options=dict(entry.options),
+                        cache_dir=Path(cache_dir) if cache_dir else None, allow_missing_images=allow_missing_images)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -58,8 +61,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(spec.trial.seed)  # identical initial replicas on every rank
     runs = [
         DatasetRun.build(
-            open_study_data(e, scale=spec.budget.scale, data_seed=spec.data_seed, cache_dir=spec.cache_dir),
-            spec.trial, spec.budget, data_seed=spec.data_seed, device=device,
+            open_study_data(e, scale=spec.budget.scale, data_seed=spec.data_seed, cache_dir=spec.cache_dir,
+                            allow_missing_images=spec.allow_missing_images),
+            spec.trial, spec.budget, name=e.key, data_seed=spec.data_seed, device=device,
         )
         for e in spec.datasets
     ]
@@ -71,6 +75,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for run in runs:
             metrics.update(run.train_epoch(epoch, rank, world))
         metrics["time/train_s"] = time.time() - began
+        metrics["check/replicas_identical"] = float(_replicas_identical(runs, world))
         checkpoint = None
         if rank == 0:
             for run in runs:
@@ -98,6 +103,20 @@ def _restore(runs: list[DatasetRun]) -> int:
     for run in runs:
         run.load_state(state["runs"][run.name])
     return int(state["epoch"])
+
+
+def _replicas_identical(runs: list[DatasetRun], world: int) -> bool:
+    """Whether every rank holds bit-identical parameters (data parallelism, GA's noise included,
+    must keep them so); a cheap fingerprint per rank, gathered."""
+    if world == 1:
+        return True
+    digest = hashlib.sha1()
+    for run in runs:
+        for parameter in run.model.parameters():
+            digest.update(parameter.detach().cpu().numpy().tobytes())
+    fingerprints: list[Any] = [None] * world
+    dist.all_gather_object(fingerprints, digest.hexdigest())
+    return len(set(fingerprints)) == 1
 
 
 def _gather_node_ids(world: int) -> list[str]:
@@ -140,7 +159,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--embed-dim", type=int, default=128)
     parser.add_argument("--image-encoder", default="small_cnn", choices=["small_cnn", "resnet18"])
-    parser.add_argument("--K", type=int, default=2, help="candidates per group in the matching loss")
+    parser.add_argument("--K", type=lambda v: v if v == "batch" else int(v), default=2,
+                        help="candidates per group in the matching loss (an int >= 2, or `batch`)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a regulariser hyperparameter, e.g. regularizer=ga, ga_strength=0.01")
@@ -178,17 +198,17 @@ def main(argv: list[str] | None = None) -> int:
         gpus_per_worker=1.0 if args.use_gpu else 0.0, cpus_per_worker=1.0,
     )
     datasets = tuple(DatasetEntry(name) for name in (args.dataset or ["css"]))
-    if trial.k > budget.batch_size:
+    if trial.candidates(budget.batch_size) > budget.batch_size:
         print(f"error: K={trial.k} exceeds the batch size {budget.batch_size}", file=sys.stderr)
         return 2
-    print(f"preparing data: {[d.name for d in datasets]} at scale {args.scale}", flush=True)
-    ks = {d.name: open_study_data(d, scale=args.scale, data_seed=0, cache_dir=None).recall_ks for d in datasets}
+    print(f"preparing data: {[d.key for d in datasets]} at scale {args.scale}", flush=True)
+    ks = {d.key: open_study_data(d, scale=args.scale, data_seed=0, cache_dir=None).recall_ks for d in datasets}
     weights = cell_weights(datasets, {"test": 1.0}, {k: 1.0 for d in ks.values() for k in d}, ks)
     spec = RunSpec(trial=trial, budget=budget, datasets=datasets, cell_weights=weights)
     ray.init(address=args.address)
     storage = str(Path(args.storage).resolve())
     result = build_trainer(spec, run_name=f"train-{args.composer}-{int(time.time())}", storage_path=storage).fit()
-    final = {k: v for k, v in result.metrics.items() if k.startswith(("recall/", "whm", "epoch"))}
+    final = {k: v for k, v in result.metrics.items() if k.startswith(("recall/", "whm", "epoch", "check/"))}
     for key in sorted(final):
         print(f"{key:28s} {final[key]:.4f}" if isinstance(final[key], float) else f"{key:28s} {final[key]}")
     print(f"checkpoint: {result.checkpoint.path if result.checkpoint else None}")

@@ -29,6 +29,7 @@ class StudySettings:
     data_seed: int
     cache_dir: str | None
     train_storage: str  # Train's checkpoints: <study>/train/train-<trial_id>/
+    allow_missing_images: bool = False
 
 
 def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
@@ -37,7 +38,7 @@ def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
     spec = RunSpec(
         trial=trial, budget=settings.budget, datasets=settings.datasets, cell_weights=settings.cell_weights,
         data_seed=settings.data_seed, cache_dir=settings.cache_dir,
-        driver_node=ray.get_runtime_context().get_node_id(),
+        allow_missing_images=settings.allow_missing_images, driver_node=ray.get_runtime_context().get_node_id(),
     )
     trainer = build_trainer(
         spec, run_name=f"train-{trial_id}", storage_path=settings.train_storage, callbacks=[TuneReportCallback()]

@@ -8,11 +8,11 @@ the same conversion over every choice of a space before Ray starts, so a bad fil
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
 
-from models.composers import COMPOSERS
-from models.regularizers import REGULARIZERS, regularizer_configs, regularizer_param_names
+from models.composers import COMPOSERS, composer_class
+from models.regularizers import REGULARIZERS, regularizer_configs, regularizer_param_names, requirements
 
 from study.space import Budget, SearchSpace, SpaceError
 
@@ -23,7 +23,7 @@ NO_REGULARIZER = "none"
 @dataclass(frozen=True)
 class TrialConfig:
     composer: str
-    k: int
+    k: int | Literal["batch"]  # candidates per group (A.3); "batch" = the batch size (classification)
     seed: int
     regularizer: str  # the selector the space searched over ("none", "ga", "dim"); recorded for results
     regularizers: tuple[Any, ...]  # each enabled regulariser's frozen Config
@@ -44,8 +44,8 @@ class TrialConfig:
         if composer not in COMPOSERS:
             raise ValueError(f"{where}: unknown composer {composer!r}; known: {COMPOSERS.names()}")
         k = raw.get("K", 2)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise ValueError(f"{where}: K must be an integer >= 2 (candidates per group, A.3), got {k!r}")
+        if k != "batch" and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+            raise ValueError(f"{where}: K must be an integer >= 2 or `batch` (candidates per group, A.3), got {k!r}")
         selector = raw.get("regularizer", NO_REGULARIZER)
         if selector != NO_REGULARIZER and selector not in REGULARIZERS:
             raise ValueError(
@@ -57,8 +57,8 @@ class TrialConfig:
             regularizers=tuple(configs), params=tuple(sorted(raw.items())),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def candidates(self, batch_size: int) -> int:
+        return batch_size if self.k == "batch" else self.k
 
 
 def validate_space(space: SearchSpace, budget: Budget) -> None:
@@ -80,8 +80,54 @@ def validate_space(space: SearchSpace, budget: Budget) -> None:
                                                  seeds=space.seeds, where=where)
             except ValueError as error:
                 raise SpaceError(str(error)) from None
-            if config.k > budget.batch_size:
+            if config.candidates(budget.batch_size) > budget.batch_size:
                 raise SpaceError(
                     f"{where}: K={config.k} is larger than the batch size {budget.batch_size} of this budget; "
                     "K counts the positive plus K-1 in-batch negatives, so lower K or raise batch_size"
                 )
+
+
+def dataset_capabilities(data) -> frozenset[str]:
+    """What a dataset gives a composer or regulariser: "regions" when every query carries the
+    region its text changes (MMGrad), "single_word_text" when every text is one word (Attribute
+    as Operator: MIT-States-style data)."""
+    queries = [*data.train.queries, *data.test.queries]
+    capabilities = set()
+    if queries and all(q.region is not None for q in queries):
+        capabilities.add("regions")
+    if queries and all(len(q.text.split()) == 1 for q in queries):
+        capabilities.add("single_word_text")
+    return frozenset(capabilities)
+
+
+def composer_capabilities(composer: str) -> frozenset[str]:
+    cls = composer_class(composer)
+    return frozenset(
+        name for name, used in (("image_in_query", cls.uses_image), ("text_in_query", cls.uses_text)) if used
+    )
+
+
+def check_capabilities(space: SearchSpace, datasets: Mapping[str, Any]) -> None:
+    """Refuse, before any trial starts, a composer or regulariser the space can pair with a dataset
+    or composer that cannot provide what it needs (regions, a single-word text, an image in the query)."""
+    from study.space import grid_points
+
+    dataset_caps = {key: dataset_capabilities(data) for key, data in datasets.items()}
+    probe = SearchSpace(**{**space.__dict__, "parameters": tuple(
+        p if p.kind == "choice" else type(p)(p.name, "choice", values=(p.high,), when=p.when, line=p.line)
+        for p in space.parameters
+    )})
+    for point in grid_points(probe):
+        config = TrialConfig.from_params(point, seeds=space.seeds, where=str(space.path))
+        needs = {f"composer {config.composer!r}": composer_class(config.composer).requires}
+        needs.update({f"regularizer {name!r}": reqs for name, reqs in requirements(config.regularizers).items()})
+        has_composer = composer_capabilities(config.composer)
+        for key, caps in dataset_caps.items():
+            for who, required in needs.items():
+                missing = sorted(set(required) - caps - has_composer)
+                if missing:
+                    raise SpaceError(
+                        f"{space.path}: {who} needs {missing}, which dataset {key!r} with composer "
+                        f"{config.composer!r} cannot provide; restrict it with a `when:` condition or "
+                        "drop the dataset or composer from the space"
+                    )

@@ -3,6 +3,7 @@ every per-dataset per-split per-K recall, the WHM, status, wall time and the nod
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,6 +15,7 @@ from study.space import SearchSpace
 from study.trial_config import TRIAL_INDEX
 
 TRIALS_FILE = "trials.parquet"
+MANIFESTS_KEY = b"cirstudy.manifests"  # dataset key -> ImageManifest: which images a study really used
 
 
 def trial_row(trial_id: str, status: str, config: Mapping[str, Any], metrics: Mapping[str, Any], *,
@@ -26,7 +28,7 @@ def trial_row(trial_id: str, status: str, config: Mapping[str, Any], metrics: Ma
     for name in space.parameter_names():
         row[f"param/{name}"] = config.get(name)  # None where a conditional parameter was inactive
     for key, value in metrics.items():
-        if key.startswith("recall/"):
+        if key.startswith(("recall/", "breakdown/", "gap/")):
             row[key] = float(value)
     row["whm"] = float(metrics["whm"]) if "whm" in metrics else float("nan")
     row["epoch"] = int(metrics.get("epoch", 0))
@@ -44,13 +46,21 @@ def trials_frame(study_dir: Path, space: SearchSpace) -> pd.DataFrame:
         for trial in analysis.trials
     ]
     frame = pd.DataFrame(rows)
-    for column in frame.columns:  # a conditional float column that is all-None must still be float
-        if column.startswith("param/") and frame[column].isna().all():
+    for column in [c for c in frame.columns if c.startswith("param/")]:
+        values = frame[column].dropna()
+        if values.empty:  # a conditional parameter no trial sampled: a float column of nulls
             frame[column] = frame[column].astype("float64")
+        elif len({type(v) for v in values}) > 1:  # K: [2, 8, batch] -> Parquet needs one type
+            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
     return frame
 
 
-def write_trials(frame: pd.DataFrame, study_dir: Path, cell_weights: Mapping[str, float]) -> Path:
+def write_trials(frame: pd.DataFrame, study_dir: Path, cell_weights: Mapping[str, float],
+                 manifests: Mapping[str, Any] | None = None) -> Path:
+    """trials.parquet, with the WHM cell weights and each dataset's image manifest (counts of
+    listed and missing images and a hash of the image list) in its metadata."""
     path = Path(study_dir) / TRIALS_FILE
-    write_parquet_atomic(frame, path, metadata={CELL_WEIGHTS_KEY: json.dumps(dict(cell_weights)).encode()})
+    metadata = {CELL_WEIGHTS_KEY: json.dumps(dict(cell_weights)).encode(),
+                MANIFESTS_KEY: json.dumps({k: asdict(m) if m else None for k, m in (manifests or {}).items()}).encode()}
+    write_parquet_atomic(frame, path, metadata=metadata)
     return path

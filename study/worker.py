@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
@@ -43,7 +43,8 @@ class DatasetRun:
 
     @classmethod
     def build(cls, data: RetrievalData, trial: TrialConfig, budget: Budget, *, data_seed: int,
-              device: torch.device) -> "DatasetRun":
+              device: torch.device, name: str | None = None) -> "DatasetRun":
+        """`name` keys this dataset's metrics (the space's dataset key, e.g. `fashioniq-dress`)."""
         vocab = Vocabulary.build([q.text for q in data.train.queries])
         model_config = ModelConfig(
             composer=trial.composer, image_encoder=budget.image_encoder,
@@ -51,7 +52,7 @@ class DatasetRun:
         )
         model = CirModel(model_config).to(device)
         objective = Objective(
-            ObjectiveConfig(k=trial.k, regularizers=trial.regularizers),
+            ObjectiveConfig(k=trial.candidates(budget.batch_size), regularizers=trial.regularizers),
             embed_dim=budget.embed_dim, mid_channels=model.image_encoder.mid_channels,
         ).to(device)
         parameters = list(model.parameters()) + list(objective.parameters())
@@ -59,7 +60,7 @@ class DatasetRun:
         sample = list(data.train.queries)
         random.Random(data_seed).shuffle(sample)  # the same sample for every trial of a study
         return cls(
-            name=data.name, data=data, images={s.name: s.load_images() for s in (data.train, data.test)},
+            name=name or data.name, data=data, images={s.name: s.load_images() for s in (data.train, data.test)},
             vocab=vocab, model=model, objective=objective, optimizer=optimizer,
             train_sample=tuple(sample[: budget.train_eval_queries]), budget=budget, trial=trial, device=device,
         )
@@ -107,14 +108,17 @@ class DatasetRun:
         return {f"train/{self.name}/{key}": value / max(steps, 1) for key, value in sums.items()}
 
     def evaluate(self) -> dict[str, float]:
-        """Test recall on every test query and train recall on the fixed training sample."""
+        """Test recall on every test query and train recall on the fixed training sample, with the
+        breakdowns (`breakdown/<dataset>/<split>/<kind>@K`) and the generalisation gap."""
         metrics = {}
         for split, queries in (("test", self.data.test.queries), ("train", self.train_sample)):
-            split_data = getattr(self.data, split)
-            recalls = evaluate_split(
-                self.model, split_data, self.images[split], queries, self.vocab, self.data.recall_ks, self.device
+            result = evaluate_split(
+                self.model, getattr(self.data, split), self.images[split], queries, self.vocab,
+                self.data.recall_ks, self.device, label_parts=self.data.label_parts,
             )
-            metrics.update({f"recall/{self.name}/{split}@{k}": value for k, value in recalls.items()})
+            metrics.update({f"recall/{self.name}/{split}@{k}": v for k, v in result.recalls.items()})
+            for part, recalls in result.breakdowns.items():
+                metrics.update({f"breakdown/{self.name}/{split}/{part}@{k}": v for k, v in recalls.items()})
         for k in self.data.recall_ks:
             metrics[f"gap/{self.name}@{k}"] = metrics[f"recall/{self.name}/train@{k}"] - metrics[f"recall/{self.name}/test@{k}"]
         return metrics
@@ -123,6 +127,7 @@ class DatasetRun:
         return {
             "model": self.model.state_dict(), "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(), "vocab": self.vocab.to_list(), "step": self.step,
+            "model_config": asdict(self.model.config),  # so study.evaluate can rebuild the model
         }
 
     def load_state(self, state: dict) -> None:

@@ -126,3 +126,17 @@ def test_whm_zero_recall_and_weight_zero_exclusion():
 def test_whm_rejects_bad_input(values, weights, message):
     with pytest.raises(ValueError, match=message):
         whm(values, weights)
+
+
+def test_top_k_matches_a_brute_force_sort_with_the_source_excluded() -> None:
+    from study.metrics import top_k
+
+    generator = torch.Generator().manual_seed(3)
+    queries, gallery = torch.randn(7, 5, generator=generator), torch.randn(11, 5, generator=generator)
+    sources = torch.tensor([0, 3, 3, 10, 5, 1, 2])
+    got = top_k(queries, gallery, k=4, query_sources=sources, chunk_size=3)
+    for i in range(7):
+        q = queries[i] / queries[i].norm()
+        sims = [(float(q @ (gallery[j] / gallery[j].norm())), j) for j in range(11) if j != int(sources[i])]
+        expected = [j for _, j in sorted(sims, reverse=True)[:4]]
+        assert got[i].tolist() == expected
