@@ -56,6 +56,20 @@ def time_steps(run: DatasetRun, batch, steps: int) -> float:
     return (time.perf_counter() - began) / steps
 
 
+def print_profile(name: str, run: DatasetRun, batch, device: torch.device, steps: int = 5) -> None:
+    """Where a variant's step time goes: operators by self time, and how many kernels it launches
+    (on a GPU a small-batch step is often bound by launches, not arithmetic)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        time_steps(run, batch, steps)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = prof.key_averages()
+    print(f"\nprofile of {name!r}, {steps} steps: {sum(e.count for e in events) // steps} operator calls per step")
+    print(events.table(sort_by=sort, row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -66,6 +80,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scale", type=float, default=0.02)
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--profile", choices=list(VARIANTS), action="append", default=[],
+                        help="also print torch.profiler's top operators for this variant (repeatable)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -92,6 +108,8 @@ def main() -> None:
         verdict = "" if target is None else ("ok" if median / base <= target else "MISSED")
         target_text = "-" if target is None else f"<={target}"
         print(f"{name:16s} {median * 1000:9.1f} {median / base:7.2f} {target_text:>7s} {verdict}")
+    for name in args.profile:
+        print_profile(name, runs[name], batch, device)
     t0 = time.perf_counter()
     recalls = runs["none"].evaluate()
     _sync(device)

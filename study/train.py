@@ -80,6 +80,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             for run in runs:
                 metrics.update(run.evaluate())
+            metrics.update(category_averages(spec.datasets, metrics))
             metrics["whm"] = whm(
                 [metrics[f"recall/{cell}"] for cell in spec.cell_weights], list(spec.cell_weights.values())
             )
@@ -91,6 +92,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                        os.path.join(checkpoint_dir, CHECKPOINT_FILE))
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def category_averages(datasets: tuple[DatasetEntry, ...], metrics: Mapping[str, float]) -> dict[str, float]:
+    """Where a study lists one dataset several times with options (FashionIQ's dress, shirt and
+    toptee), the mean recall over them: `breakdown/fashioniq/<split>/average@K`, CMAP's mR."""
+    groups: dict[str, list[str]] = {}
+    for entry in datasets:
+        groups.setdefault(entry.name, []).append(entry.key)
+    averages = {}
+    for name, keys in groups.items():
+        if len(keys) < 2:
+            continue
+        for key in [k for k in metrics if k.startswith(f"recall/{keys[0]}/")]:
+            split_k = key.removeprefix(f"recall/{keys[0]}/")  # "test@10"
+            values = [metrics[f"recall/{other}/{split_k}"] for other in keys]
+            split, k = split_k.split("@")
+            averages[f"breakdown/{name}/{split}/average@{k}"] = sum(values) / len(values)
+    return averages
 
 
 def _restore(runs: list[DatasetRun]) -> int:

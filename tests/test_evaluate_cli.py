@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from study.data import open_dataset
@@ -65,3 +66,16 @@ def test_evaluate_writes_recalls_that_the_written_embeddings_reproduce(tmp_path:
     assert set(summary["breakdowns"]) == {"add", "remove", "make"}
     assert summary["manifest"]["missing"] == 0
 
+
+
+def test_category_average_over_one_dataset_listed_with_several_options() -> None:
+    from study.space import DatasetEntry
+    from study.train import category_averages
+
+    entries = (DatasetEntry("fashioniq", options=(("category", "dress"),)),
+               DatasetEntry("fashioniq", options=(("category", "shirt"),)), DatasetEntry("css"))
+    metrics = {"recall/fashioniq-dress/test@10": 0.2, "recall/fashioniq-shirt/test@10": 0.4,
+               "recall/fashioniq-dress/test@50": 0.5, "recall/fashioniq-shirt/test@50": 0.7,
+               "recall/css/test@10": 0.9}
+    assert category_averages(entries, metrics) == pytest.approx(
+        {"breakdown/fashioniq/test/average@10": 0.3, "breakdown/fashioniq/test/average@50": 0.6})
