@@ -166,7 +166,7 @@ def _report(space: SearchSpace, study_dir: Path, cell_weights, manifests, began:
     print(f"\nwritten: {study_dir}/trials.parquet, ranking.parquet, gains.parquet; "
           f"look at it: tensorboard --logdir {study_dir}")
     if unfinished:
-        print(f"interrupted: continue with the same command plus --resume", file=sys.stderr)
+        print("interrupted: continue with the same command plus --resume", file=sys.stderr)
         return 130
     return 1 if errors == len(frame) else 0
 
