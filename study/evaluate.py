@@ -5,7 +5,7 @@
 writes `recalls.json` (Recall@K and the breakdowns, plus the dataset's image manifest where it has
 one), `queries.parquet` (a row per query: id, source, text, target, kind, rank of the first hit,
 top-10 gallery ids), `gallery.parquet` (gallery id -> image path, label) and the embeddings
-`query_embeddings.npy` / `gallery_embeddings.npy`.
+`query_embeddings.npy` / `gallery_embeddings.npy`, and `retrievals.png` (queries with their top-5).
 """
 from __future__ import annotations
 
@@ -26,9 +26,11 @@ from study.data import DatasetError, open_dataset
 from study.evaluation import evaluate_split
 from study.metrics import top_k
 from study.parquet_io import write_parquet_atomic
+from study.retrieval_grid import write_retrieval_grid
 from study.train import CHECKPOINT_FILE
 
 TOP = 10
+GRID_ROWS = 8  # queries drawn in retrievals.png, spread evenly over the split
 
 
 def load_model(checkpoint: Path, run: str, device: torch.device) -> tuple[CirModel, Vocabulary]:
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     }), args.out / "queries.parquet")
     write_parquet_atomic(pd.DataFrame({"gallery_id": range(len(split.image_paths)), "path": list(split.image_paths),
                                        "label": list(split.labels)}), args.out / "gallery.parquet")
+    rows = list(range(0, len(split.queries), max(1, len(split.queries) // GRID_ROWS)))[:GRID_ROWS]
+    write_retrieval_grid(split, images, rows, top, args.out / "retrievals.png")
     np.save(args.out / "query_embeddings.npy", result.query_emb.cpu().numpy())
     np.save(args.out / "gallery_embeddings.npy", result.gallery_emb.cpu().numpy())
     recalls = "  ".join(f"R@{k} {v:.4f}" for k, v in result.recalls.items())

@@ -65,6 +65,7 @@ def test_evaluate_writes_recalls_that_the_written_embeddings_reproduce(tmp_path:
         assert summary["recall"][str(k)] == count / len(queries)
     assert set(summary["breakdowns"]) == {"add", "remove", "make"}
     assert summary["manifest"]["missing"] == 0
+    assert (out / "retrievals.png").stat().st_size > 10_000  # the picture was drawn
 
 
 
