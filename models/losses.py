@@ -63,27 +63,35 @@ def matching_loss(
     *,
     k: int,
     generator: torch.Generator | None = None,
+    offset: int = 0,
     reduction: Literal["mean", "none"] = "mean",
 ) -> Tensor:
     """Mean cross-entropy of the positive against groups of K-1 in-batch negatives.
 
-    query, target: (B, D), already NL-scaled (logits are plain dot products). For query i the other
-    B-1 targets are shuffled and cut into M = ceil((B-1)/(K-1)) groups of K-1; the last group is topped
-    up with other targets not already in it. reduction "none" gives the per-query loss (B,), the mean
-    over that query's M groups; "mean" its mean over queries.
+    query (B, D) and target (G, D), already NL-scaled (logits are plain dot products). Query i's
+    positive is target row `offset + i`: with data parallelism `target` is the GLOBAL batch gathered
+    from every rank (G = B * world, this rank's rows start at `offset`), so the negatives come from the
+    whole batch and K means the same thing at any worker count. For each of the G rows the other G-1
+    targets are shuffled and cut into M = ceil((G-1)/(K-1)) groups of K-1 (the last topped up with other
+    targets not already in it); every rank draws the same (G, M, K-1) table from the same generator
+    state and keeps its own rows, so B + B on two ranks equals 2B on one. reduction "none" gives the
+    per-query loss (B,), the mean over that query's M groups; "mean" its mean over queries.
     """
-    if query.shape != target.shape or query.dim() != 2:
-        raise ValueError(f"query and target must both be (B, D); got {tuple(query.shape)} and {tuple(target.shape)}")
+    if query.dim() != 2 or target.dim() != 2 or query.shape[1] != target.shape[1]:
+        raise ValueError(f"query (B, D) and target (G, D) must share D; got {tuple(query.shape)} and {tuple(target.shape)}")
+    b, g = query.shape[0], target.shape[0]
+    if not 0 <= offset <= g - b:
+        raise ValueError(f"offset {offset} places {b} queries outside the {g} targets")
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    b = query.shape[0]
-    check_k(k, b)
-    negatives = negative_groups(b, k, generator=generator, device=query.device)  # (B, M, K-1)
+    check_k(k, g)
+    negatives = negative_groups(g, k, generator=generator, device=query.device)[offset : offset + b]  # (B, M, K-1)
     groups = negatives.shape[1]
 
-    logits = query @ target.T  # (B, B)
-    positive = logits.diagonal().unsqueeze(1)  # (B, 1)
-    negative = logits.gather(1, negatives.view(b, -1)).view(b, groups, k - 1)  # (B, M, K-1)
+    logits = query @ target.T  # (B, G)
+    rows = torch.arange(b, device=query.device)
+    positive = logits[rows, rows + offset].unsqueeze(1)  # (B, 1)
+    negative = logits.gather(1, negatives.reshape(b, -1)).view(b, groups, k - 1)  # (B, M, K-1)
     group_logits = torch.cat([positive.unsqueeze(2).expand(b, groups, 1), negative], dim=2)  # (B, M, K)
     per_group = torch.logsumexp(group_logits, dim=2) - positive  # (B, M): CE with the positive as label
     per_query = per_group.mean(dim=1)  # (B,)

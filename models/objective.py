@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from models.batch import Batch, Outputs
+from models.distributed import gather_with_grad
 from models.losses import check_k, matching_loss
 from models.model import CirModel
 from models.regularizers import REGULARIZERS, RegularizerConfig
@@ -41,9 +42,16 @@ class ObjectiveConfig:
 @dataclass
 class StepResult:
     loss: Tensor  # scalar, with graph: the total to back-propagate
-    logs: dict[str, float]  # "loss/match", "loss/<regulariser>", "loss/total", "model/scale", regulariser logs
+    # "loss/match", "loss/<regulariser>", "loss/total", "model/scale", regulariser logs: detached 0-dim
+    # tensors on the model's device, so a training loop can sum them without waiting for the device
+    device_logs: dict[str, Tensor | float]
     terms: dict[str, Tensor] = field(default_factory=dict)  # the named loss terms, with graph
     outputs: Outputs | None = None  # what the model returned, for callers that log more
+
+    @property
+    def logs(self) -> dict[str, float]:
+        """The logs as floats (one device sync)."""
+        return to_floats(self.device_logs)
 
 
 def to_floats(logs: dict[str, float | Tensor]) -> dict[str, float]:
@@ -72,8 +80,14 @@ class Objective(nn.Module):
 
     def match(self, model: CirModel, outputs: Outputs, generator: torch.Generator | None = None) -> Tensor:
         """Per-query matching loss (B,) on NL-scaled query and target features."""
-        return matching_loss(model.norm(outputs.query), model.norm(outputs.target), k=self.config.k,
-                             generator=generator, reduction="none")
+        return self._match_features(model, outputs.query, outputs.target, generator)
+
+    def _match_features(self, model: CirModel, query: Tensor, target: Tensor,
+                        generator: torch.Generator | None) -> Tensor:
+        # Negatives from the global batch: every rank's targets, with their gradient (models/distributed.py).
+        targets, offset = gather_with_grad(model.norm(target))  # (G, D)
+        return matching_loss(model.norm(query), targets, k=self.config.k, generator=generator, offset=offset,
+                             reduction="none")
 
     def forward(self, model: CirModel, batch: Batch, *, generator: torch.Generator | None = None) -> StepResult:
         if self.needs_input_grad and not batch.reference.requires_grad:
@@ -89,8 +103,7 @@ class Objective(nn.Module):
                 # Only the reference changed (GA's FGSM pass): the target features would come out the same,
                 # so reuse them instead of a second target forward and backward.
                 query = model.compose(other.reference, other.tokens, other.lengths)
-                return matching_loss(model.norm(query), model.norm(outputs.target), k=self.config.k,
-                                     generator=generator, reduction="none")
+                return self._match_features(model, query, outputs.target, generator)
             return self.match(model, model(other), generator)
 
         for name, regularizer in self.regularizers.items():
@@ -107,12 +120,14 @@ class Objective(nn.Module):
         logs.update({name: term.detach() for name, term in losses.items()})
         logs["loss/total"] = total.detach()
         logs["model/scale"] = model.norm.scale.detach()
-        return StepResult(loss=total, logs=to_floats(logs), terms=losses, outputs=outputs)
+        return StepResult(loss=total, device_logs=logs, terms=losses, outputs=outputs)
 
-    def after_gradient_sync(self, parameters: Iterable[nn.Parameter], *, step: int, seed: int) -> dict[str, float]:
-        """Run after the gradient all-reduce and before optimizer.step(): GA's isotropic noise (else no-op)."""
+    def after_gradient_sync(self, parameters: Iterable[nn.Parameter], *, step: int,
+                            seed: int) -> dict[str, float | Tensor]:
+        """Run after the gradient all-reduce and before optimizer.step(): GA's isotropic noise (else no-op).
+        Logs may be 0-dim device tensors (no sync)."""
         parameters = list(parameters)
-        logs: dict[str, float] = {}
+        logs: dict[str, float | Tensor] = {}
         for regularizer in self.regularizers.values():
             logs.update(regularizer.after_gradient_sync(parameters, step=step, seed=seed))
         return logs

@@ -13,7 +13,6 @@ Retrieval" (GA; code github.com/fuxianghuang1/GA). Two terms, each switchable:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -92,7 +91,7 @@ class GaRegularizer(Regularizer):
         # match + this term = the mean of the clean and the perturbed losses.
         return Terms({"loss/ga_adv": 0.5 * (adversarial - match_loss.mean())}, logs)
 
-    def after_gradient_sync(self, parameters: list[nn.Parameter], *, step: int, seed: int) -> dict[str, float]:
+    def after_gradient_sync(self, parameters: list[nn.Parameter], *, step: int, seed: int) -> dict[str, float | Tensor]:
         if self.config.ga_noise == 0:
             return {}
         sigma = noise_sigma(self.config.ga_noise, step)
@@ -100,8 +99,9 @@ class GaRegularizer(Regularizer):
         return {"ga/noise_norm": norm, "ga/noise_sigma": sigma}
 
 
-def add_gradient_noise(parameters: list[nn.Parameter], sigma: float, *, seed: int, step: int) -> float:
-    """g <- g + sigma * xi for every parameter with a gradient; returns ||sigma * xi||.
+def add_gradient_noise(parameters: list[nn.Parameter], sigma: float, *, seed: int, step: int) -> Tensor:
+    """g <- g + sigma * xi for every parameter with a gradient; returns ||sigma * xi|| as a 0-dim tensor on
+    the gradients' device (no sync: the training loop reads logs once per epoch).
 
     Per device, xi is ONE flat draw of N(0, 1) from `noise_generator(seed, step, device)`, cut into the
     gradients in `parameters` order (parameters without a gradient are skipped: unused on every replica
@@ -111,7 +111,7 @@ def add_gradient_noise(parameters: list[nn.Parameter], sigma: float, *, seed: in
     for parameter in parameters:
         if parameter.grad is not None:
             by_device.setdefault(parameter.grad.device, []).append(parameter.grad)
-    squares = 0.0
+    squares: list[Tensor] = []
     for device, grads in by_device.items():
         dtypes = {g.dtype for g in grads}
         dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
@@ -122,5 +122,8 @@ def add_gradient_noise(parameters: list[nn.Parameter], sigma: float, *, seed: in
         if len({g.dtype for g in grads}) > 1:
             noise = [n.to(g.dtype) for n, g in zip(noise, grads)]
         torch._foreach_add_(grads, noise, alpha=sigma)
-        squares += float(torch.linalg.vector_norm(flat, dtype=torch.float32)) ** 2  # one sync per device
-    return sigma * math.sqrt(squares)
+        squares.append(torch.linalg.vector_norm(flat, dtype=torch.float32).square())
+    if not squares:
+        return torch.zeros(())
+    first = squares[0].device
+    return sigma * torch.stack([s.to(first) for s in squares]).sum().sqrt()

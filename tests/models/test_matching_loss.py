@@ -81,3 +81,19 @@ def test_normalization_layer_scales_to_learnable_norm_4():
     assert layer.scale.item() == 4.0 and layer.scale.requires_grad
     out = layer(torch.tensor([[3.0, 4.0], [0.0, -2.0]]))
     assert out.flatten().tolist() == pytest.approx([2.4, 3.2, 0.0, -4.0])
+
+
+def test_rank_shares_of_a_global_batch_equal_the_whole_batch():
+    """Data parallelism: rank r scores its B queries against all G = world * B gathered targets (its
+    positives at rows offset + i) with the same generator state; the shares give the 1-rank loss."""
+    query, target = features(b=8, d=4, seed=3)
+    whole = matching_loss(query, target, k=3, generator=torch.Generator().manual_seed(5), reduction="none")
+    shares = [matching_loss(query[o : o + 4], target, k=3, generator=torch.Generator().manual_seed(5), offset=o,
+                            reduction="none") for o in (0, 4)]
+    assert torch.equal(torch.cat(shares), whole)
+
+
+def test_offset_outside_the_targets_is_refused():
+    query, target = features(b=4)
+    with pytest.raises(ValueError, match="offset"):
+        matching_loss(query, target, k=2, offset=1)
