@@ -16,25 +16,36 @@ from models.regularizers import REGULARIZERS, regularizer_configs, regularizer_p
 
 from study.space import Budget, SearchSpace, SpaceError
 
-TRIAL_INDEX = "__trial_index__"  # set by ray.tune.search.Repeater: which seed of the configuration
+# Keys the searchers (study/search.py) add to a trial's config beside the hyperparameters:
+CONFIG_ID = "__config__"  # the configuration's id, stable across the trials that train it ("c0003", "b0001")
+UNTIL = "__until__"  # train up to this epoch (a rung of the sync scheduler; the budget's epochs otherwise)
+ROLE = "__role__"  # "searched" (proposed by the sampler) or "baseline" (a matched baseline, A.9)
+BASELINE_OF = "__baseline__"  # for a searched configuration with a regulariser: its matched baseline's id
+CONTROL_KEYS = (CONFIG_ID, UNTIL, ROLE, BASELINE_OF)
 NO_REGULARIZER = "none"
 
 
 @dataclass(frozen=True)
 class TrialConfig:
+    """One configuration and every seed it trains (a Tune trial trains them all, A.9)."""
+
     composer: str
-    k: int | Literal["batch"]  # candidates per group (A.3); "batch" = the batch size (classification)
-    seed: int
+    k: int | Literal["batch"]  # candidates per group (A.3); "batch" = the (global) batch size (classification)
+    seeds: tuple[int, ...]
     regularizer: str  # the selector the space searched over ("none", "ga", "dim"); recorded for results
     regularizers: tuple[Any, ...]  # each enabled regulariser's frozen Config
     params: tuple[tuple[str, Any], ...]  # the sampled hyperparameters, for results and TensorBoard
+    config_id: str = "c0000"  # stable across the Tune trials that train this configuration
+    until: int | None = None  # train up to this epoch; None: the budget's epochs
+    role: Literal["searched", "baseline"] = "searched"
+    baseline_of: str | None = None  # the config id of this configuration's matched baseline
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], *, seeds: tuple[int, ...], where: str = "trial") -> "TrialConfig":
         raw = dict(params)
-        index = int(raw.pop(TRIAL_INDEX, 0))
-        if not 0 <= index < len(seeds):
-            raise ValueError(f"{where}: seed index {index} outside the space's {len(seeds)} seeds")
+        control = {key: raw.pop(key) for key in CONTROL_KEYS if key in raw}
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+            raise ValueError(f"{where}: seeds must be a non-empty tuple of ints, got {seeds!r}")
         regularizer_fields = regularizer_param_names()
         known = {"composer", "K", "regularizer", *regularizer_fields}
         unknown = sorted(set(raw) - known)
@@ -52,9 +63,14 @@ class TrialConfig:
                 f"{where}: unknown regularizer {selector!r}; known: {[NO_REGULARIZER, *REGULARIZERS.names()]}"
             )
         configs = regularizer_configs({n: v for n, v in raw.items() if n in regularizer_fields})
+        until = control.get(UNTIL)
+        if until is not None and (isinstance(until, bool) or not isinstance(until, int) or until < 1):
+            raise ValueError(f"{where}: {UNTIL} must be a positive epoch, got {until!r}")
         return cls(
-            composer=composer, k=k, seed=seeds[index], regularizer=selector,
+            composer=composer, k=k, seeds=tuple(seeds), regularizer=selector,
             regularizers=tuple(configs), params=tuple(sorted(raw.items())),
+            config_id=str(control.get(CONFIG_ID, "c0000")), until=until,
+            role=control.get(ROLE, "searched"), baseline_of=control.get(BASELINE_OF),
         )
 
     def candidates(self, batch_size: int) -> int:

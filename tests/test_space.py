@@ -61,9 +61,23 @@ def test_conditional_parameter_only_when_its_condition_holds(tmp_path: Path) -> 
     assert gated.when == (("regularizer", "ga"),)
     assert gated.active({"regularizer": "ga"}) and not gated.active({"regularizer": "none"})
     config = TrialConfig.from_params({"composer": "tirg", "regularizer": "ga", "ga_strength": 0.01, "K": 8,
-                                      "__trial_index__": 1}, seeds=space.seeds)
-    assert (config.seed, config.k, config.regularizer) == (1, 8, "ga")
+                                      "__config__": "c0007", "__until__": 2}, seeds=space.seeds)
+    assert (config.seeds, config.k, config.regularizer) == ((0, 1), 8, "ga")
+    assert (config.config_id, config.until, config.role) == ("c0007", 2, "searched")
     assert len(config.regularizers) == 1
+
+
+def test_k_weights_default_to_every_reported_k_and_refuse_a_missing_one(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, GOOD))
+    assert space.cell_weights({"css": (1, 5, 10, 50)}) == {f"css/test@{k}": 1.0 for k in (1, 5, 10, 50)}
+    picky = load_space(write(tmp_path, GOOD.replace("seeds: 2", "seeds: 2\nk_weights: {1: 1.0, 7: 1.0}")))
+    with pytest.raises(SpaceError, match=r"weighs recall@\[7\] but dataset 'css' reports only K in \[1, 5, 10, 50\]"):
+        picky.cell_weights({"css": (1, 5, 10, 50)})
+
+
+def test_unknown_metric_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match="unknown metric 'recall'"):
+        load_space(write(tmp_path, GOOD.replace("seeds: 2", "seeds: 2\nmetric: recall")))
 
 
 @pytest.mark.parametrize(
