@@ -1,11 +1,15 @@
 """Evaluate a trained checkpoint on a dataset and write everything another tool needs to check it:
 
     python -m study.evaluate studies/ga_vs_dim/train/train-<trial>/checkpoint_<time> --dataset css --out /tmp/eval
+    python -m study.evaluate CHECKPOINT --dataset fashioniq --root /data/fiq --option category=dress \
+        --image-size 224 --cache-dir /nvme/cirstudy --out /tmp/eval
 
 writes `recalls.json` (Recall@K and the breakdowns, plus the dataset's image manifest where it has
 one), `queries.parquet` (a row per query: id, source, text, target, kind, rank of the first hit,
 top-10 gallery ids), `gallery.parquet` (gallery id -> image path, label) and the embeddings
 `query_embeddings.npy` / `gallery_embeddings.npy`, and `retrievals.png` (queries with their top-5).
+Images are read from the node's image map (study/data/image_cache.py), decoded on first use; pass
+the `--image-size` the model was trained at (default: the dataset's, 224 real / 64 generated).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch
 
 from models.model import CirModel, ModelConfig
 from models.text import Vocabulary
-from study.data import DatasetError, open_dataset
+from study.data import DatasetError, open_dataset, open_image_map
 from study.evaluation import evaluate_split
 from study.metrics import top_k
 from study.parquet_io import write_parquet_atomic
@@ -33,15 +37,28 @@ TOP = 10
 GRID_ROWS = 8  # queries drawn in retrievals.png, spread evenly over the split
 
 
-def load_model(checkpoint: Path, run: str, device: torch.device) -> tuple[CirModel, Vocabulary]:
+def pick_run(runs: list[str], dataset: str, run: str | None) -> str:
+    """`run` if given, else the checkpoint's one model of `dataset` (keys are `<dataset key>@seed<n>`)."""
+    if run is not None:
+        if run not in runs:
+            raise ValueError(f"the checkpoint holds models {sorted(runs)}, not {run!r}; pick one with --run")
+        return run
+    mine = [r for r in runs if r == dataset or r.split("@")[0] == dataset]
+    if len(mine) != 1:
+        raise ValueError(f"the checkpoint holds models {sorted(runs)}: {len(mine)} for dataset {dataset!r}; pick one with --run")
+    return mine[0]
+
+
+def load_model(checkpoint: Path, dataset: str, run: str | None, device: torch.device) -> tuple[CirModel, Vocabulary]:
     path = checkpoint / CHECKPOINT_FILE if checkpoint.is_dir() else checkpoint
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint (expected a Ray Train checkpoint directory holding {CHECKPOINT_FILE})")
     state = torch.load(path, map_location="cpu", weights_only=True)
     runs = state["runs"]
-    if run not in runs:
-        raise ValueError(f"{path} holds models for {sorted(runs)}, not {run!r}; pick one with --run")
-    saved = runs[run]
+    try:
+        saved = runs[pick_run(list(runs), dataset, run)]
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     model = CirModel(ModelConfig(**saved["model_config"]))
     model.load_state_dict(saved["model"])
     return model.to(device).eval(), Vocabulary.from_list(saved["vocab"])
@@ -52,24 +69,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="a Train checkpoint directory (or its state.pt)")
     parser.add_argument("--dataset", required=True, help="dataset name, e.g. css, states, fashioniq")
     parser.add_argument("--root", type=Path, help="a real download; default: the generated dataset")
-    parser.add_argument("--run", help="which of the checkpoint's models (its dataset key); default: --dataset")
+    parser.add_argument("--run", help="which of the checkpoint's models (`<dataset key>@seed<n>`); default: the one of --dataset")
     parser.add_argument("--split", default="test", choices=["test", "train"])
     parser.add_argument("--scale", type=float, default=0.05, help="generated dataset size (as trained)")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="loader option, e.g. category=dress")
+    parser.add_argument("--image-size", type=int, default=None, help="square side the model was trained at; default: the dataset's")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder (generated data, image maps under images/); "
+                        "default $CIRSTUDY_CACHE or ~/.cache/cirstudy/data")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     try:
         options = dict(item.split("=", 1) for item in args.option)
-        model, vocab = load_model(args.checkpoint, args.run or args.dataset, device)
-        data = open_dataset(args.dataset, root=args.root, seed=args.data_seed, scale=args.scale, options=options)
+        model, vocab = load_model(args.checkpoint, args.dataset, args.run, device)
+        data = open_dataset(args.dataset, root=args.root, seed=args.data_seed, scale=args.scale, options=options,
+                            image_size=args.image_size, cache_dir=args.cache_dir)
+        split = getattr(data, args.split)
+        images = open_image_map(split, cache_dir=args.cache_dir, progress=True)
     except (OSError, ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    split = getattr(data, args.split)
-    images = split.load_images()
     result = evaluate_split(model, split, images, split.queries, vocab, data.recall_ks, device,
                             label_parts=data.label_parts)
     sources = torch.tensor([q.source for q in split.queries], device=device)

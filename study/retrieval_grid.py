@@ -6,16 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from matplotlib.figure import Figure  # a bare Figure renders with Agg: no pyplot, no display
 from matplotlib.patches import Rectangle
 
-from study.data import Split
+from study.data import ImageMap, Split
 
 
-def write_retrieval_grid(split: Split, images: torch.Tensor, rows: Sequence[int], top: Sequence[Sequence[int]],
+def write_retrieval_grid(split: Split, images: ImageMap, rows: Sequence[int], top: Sequence[Sequence[int]],
                          path: Path, *, k: int = 5) -> None:
-    """`rows`: query indices to draw; `top[i]`: gallery ids ranked for query i (best first)."""
+    """`images`: the split's image map (each drawn image is read from it alone); `rows`: query
+    indices to draw; `top[i]`: gallery ids ranked for query i (best first)."""
     columns = 2 + k
     figure = Figure(figsize=(1.4 * columns, 1.5 * len(rows)))
     for r, query_index in enumerate(rows):
@@ -33,7 +33,7 @@ def write_retrieval_grid(split: Split, images: torch.Tensor, rows: Sequence[int]
             axis.set_yticks([])
             axis.set_title(title, fontsize=7)
             if hit is not None:
-                size = images.shape[-1]
+                size = images.image_size
                 axis.add_patch(Rectangle((0, 0), size - 1, size - 1, fill=False, linewidth=3,
                                          edgecolor="limegreen" if hit else "lightgray"))
     figure.suptitle(f"top-{k} retrievals (green: the target's label)", fontsize=9)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +15,24 @@ import pandas as pd
 import pytest
 import torch
 
+from models.model import CirModel, ModelConfig
+from models.text import Vocabulary
 from study.data import open_dataset
-from study.space import Budget
+from study.evaluate import pick_run
 from study.train import CHECKPOINT_FILE
-from study.trial_config import TrialConfig
-from study.worker import DatasetRun
 
 
 def test_evaluate_writes_recalls_that_the_written_embeddings_reproduce(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     data = open_dataset("css", scale=0.01, cache_dir=cache)
     torch.manual_seed(0)
-    run = DatasetRun.build(data, TrialConfig.from_params({"composer": "tirg"}, seeds=(0,)),
-                           Budget(epochs=1, embed_dim=16, batch_size=8, train_eval_queries=10),
-                           data_seed=0, device=torch.device("cpu"))
+    vocab = Vocabulary.build([q.text for q in data.train.queries])
+    config = ModelConfig(composer="tirg", embed_dim=16, vocab_size=len(vocab))
+    # what a training checkpoint holds per run (study/worker.py SeedRun.state), as study.evaluate reads it
+    state = {"model": CirModel(config).state_dict(), "vocab": vocab.to_list(), "model_config": asdict(config)}
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
-    torch.save({"epoch": 1, "runs": {"css": run.state()}}, checkpoint / CHECKPOINT_FILE)
+    torch.save({"epoch": 1, "runs": {"css@seed0": state}}, checkpoint / CHECKPOINT_FILE)
 
     out = tmp_path / "eval"
     done = subprocess.run(
@@ -66,12 +68,23 @@ def test_evaluate_writes_recalls_that_the_written_embeddings_reproduce(tmp_path:
     assert set(summary["breakdowns"]) == {"add", "remove", "make"}
     assert summary["manifest"]["missing"] == 0
     assert (out / "retrievals.png").stat().st_size > 10_000  # the picture was drawn
+    maps = [p.name for p in (cache / "images").glob("*.cirimg")]  # it read the test split through the node's map
+    assert len(maps) == 1 and maps[0].startswith("css-v1-seed0-scale0.01-test-64px-"), maps
 
+
+def test_the_run_of_a_dataset_is_found_or_asked_for() -> None:
+    runs = ["css@seed0", "states@seed0", "states@seed1"]
+    assert pick_run(runs, "css", None) == "css@seed0"
+    assert pick_run(runs, "states", "states@seed1") == "states@seed1"
+    with pytest.raises(ValueError, match=r"2 for dataset 'states'; pick one with --run"):
+        pick_run(runs, "states", None)
+    with pytest.raises(ValueError, match=r"not 'css@seed1'; pick one with --run"):
+        pick_run(runs, "css", "css@seed1")
 
 
 def test_category_average_over_one_dataset_listed_with_several_options() -> None:
-    from study.space import DatasetEntry
-    from study.train import category_averages
+    from study.budget import DatasetEntry
+    from study.trial_run import category_averages
 
     entries = (DatasetEntry("fashioniq", options=(("category", "dress"),)),
                DatasetEntry("fashioniq", options=(("category", "shirt"),)), DatasetEntry("css"))

@@ -5,7 +5,9 @@
     data = open_dataset("mitstates", root=Path("/data/mit"))   # a real download
     data = open_dataset("fashioniq", root=Path("/data/fiq"), options={"category": "dress"})
     data = open_dataset("shoes", root=Path("/data/shoes"), allow_missing_images=True)
-    images = data.test.load_images()                           # uint8 (N, 3, S, S)
+    data = open_dataset("shoes", root=Path("/data/shoes"), image_size=256)  # default: 224 real, 64 generated
+    images = open_image_map(data.test)                         # decoded once per node: (N, 3, S, S) uint8
+    batch = images.gather(torch.tensor([3, 1, 4]))             # uint8 (3, 3, S, S)
     data.manifest                                              # ImageManifest: listed / missing
 
 Loaders (DATASETS) read a file layout: "css" (TIRG's CSS, Vo et al., CVPR 2019, arXiv 1812.07119),
@@ -13,7 +15,9 @@ Loaders (DATASETS) read a file layout: "css" (TIRG's CSS, Vo et al., CVPR 2019, 
 al., CVPR 2021; option category) and "shoes" (Guo et al., NeurIPS 2018). Generators (GENERATORS)
 write one of those layouts: "css" (CSS-2D), "states" (MIT-States-like) and "fashion"
 (Fashion200k-like); see methods.md A.10 and B.7. Every loader checks its files at the edge
-(study/data/checks.py): one DatasetError names the bad file and line.
+(study/data/checks.py): one DatasetError names the bad file and line. Images are delivered square
+at `image_size` by TIRG's preprocessing (study/data/images.py) and decoded once per node into a
+file every process reads (study/data/image_cache.py).
 """
 from __future__ import annotations
 
@@ -24,13 +28,17 @@ from typing import Any, Mapping
 # registration: one import line per loader or generator
 from study.data import css, css_generate, fashion, fashion200k, fashioniq, mitstates, shoes, states  # noqa: F401
 from study.data.cache import default_cache_dir, known_datasets, prepare_generated
+from study.data.checks import check_image_size
 from study.data.errors import DatasetError
+from study.data.image_cache import ImageMap, open_image_map
+from study.data.images import Preprocessing
 from study.data.registry import DATASETS, GENERATORS, Generator
 from study.data.types import ImageManifest, Query, RetrievalData, Split
 
 __all__ = [
-    "DATASETS", "GENERATORS", "DatasetError", "Generator", "ImageManifest", "Query", "RetrievalData", "Split",
-    "default_cache_dir", "known_datasets", "open_dataset", "prepare_generated",
+    "DATASETS", "GENERATORS", "DatasetError", "Generator", "ImageManifest", "ImageMap", "Preprocessing", "Query",
+    "RetrievalData", "Split", "default_cache_dir", "known_datasets", "open_dataset", "open_image_map",
+    "prepare_generated",
 ]  # fmt: skip
 
 
@@ -43,6 +51,7 @@ def open_dataset(
     cache_dir: Path | None = None,
     options: Mapping[str, Any] | None = None,
     allow_missing_images: bool = False,
+    image_size: int | None = None,
 ) -> RetrievalData:
     """A dataset by name. With `root`, the loader `name` reads that folder (a generator's name
     reads with its layout's loader); without, `name` must be a generator, whose output for
@@ -51,12 +60,17 @@ def open_dataset(
     `options` go to the loader (fashioniq: {"category": "dress" | "shirt" | "toptee"}); an
     unknown or missing one raises DatasetError naming the valid ones. Images the layout lists but
     that are absent raise DatasetError with the counts unless `allow_missing_images`, which drops
-    them and the queries touching them; `data.manifest` records either way."""
+    them and the queries touching them; `data.manifest` records either way.
+
+    `image_size` is the square side S every split is delivered at (`Split.image_size`; resize the
+    shorter side to S, centre-crop: `Preprocessing`). None: 224 for a real layout, the generator's
+    native size (64) for generated data (a folder holding `generated.json`)."""
     if name not in DATASETS and name not in GENERATORS:
         raise DatasetError(
             f"unknown dataset {name!r}; known: {known_datasets()} "
             f"(loaders of real layouts: {DATASETS.names()}; generators: {GENERATORS.names()})"
         )
+    size = None if image_size is None else check_image_size(image_size, f"dataset {name}")
     if root is not None:
         loader = name if name in DATASETS else GENERATORS.build(name).loader
         folder = Path(root)
@@ -69,4 +83,7 @@ def open_dataset(
     if "allow_missing_images" in options:
         raise DatasetError(f"dataset {name}: pass allow_missing_images as open_dataset's own argument, not among options")
     data = DATASETS.get(loader)(folder, allow_missing_images=allow_missing_images, **options)
+    if size is not None:
+        data = dataclasses.replace(data, train=dataclasses.replace(data.train, image_size=size),
+                                   test=dataclasses.replace(data.test, image_size=size))
     return dataclasses.replace(data, name=name)

@@ -4,17 +4,20 @@
     python -m study.data generate fashion --out /tmp/fashion --scale 0.05
     python -m study.data describe /tmp/css [--grid /tmp/grid.png]
     python -m study.data describe /data/fashioniq --option category=shirt
+    python -m study.data cache list [--cache-dir DIR]            # decoded image maps: what, size, last use
+    python -m study.data cache clear [--older-than DAYS] [--cache-dir DIR]
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from study.data import GENERATORS, DatasetError, known_datasets
-from study.data.cache import generator
+from study.data.cache import generate_into, generator
+from study.data.cache_admin import clear_maps, describe_maps, list_maps
 from study.data.describe import describe
+from study.data.image_cache import SUFFIX, image_cache_dir
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -22,10 +25,22 @@ def _generate(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: folder is not empty; choose a new --out so no files are mixed")
-    start = time.monotonic()
-    gen.generate(out, seed=args.seed, scale=args.scale)
-    print(f"wrote {gen.name} (seed {args.seed}, scale {args.scale}) to {out} in {time.monotonic() - start:.1f} s; "
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = generate_into(gen.name, out, seed=args.seed, scale=args.scale)
+    print(f"wrote {gen.name} (seed {args.seed}, scale {args.scale}) to {out} in {seconds:.1f} s; "
           f"read it with open_dataset({gen.loader!r}, root=...)")
+
+
+def _cache(args: argparse.Namespace) -> None:
+    folder = image_cache_dir(args.cache_dir)
+    if args.action == "list":
+        print("\n".join(describe_maps(list_maps(args.cache_dir), folder)))
+        return
+    deleted, skipped = clear_maps(args.cache_dir, older_than_days=args.older_than)
+    which = f" unused for more than {args.older_than:g} days" if args.older_than is not None else ""
+    print(f"deleted {sum(p.suffix == SUFFIX for p in deleted)} image maps{which} ({len(deleted)} files) from {folder}")
+    for path in skipped:
+        print(f"kept {path.name}: a process is building or opening it", file=sys.stderr)
 
 
 def _options(pairs: list[str]) -> dict[str, str]:
@@ -51,10 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     desc.add_argument("--grid", type=Path, default=None, help="PNG path (default ROOT/sample_grid.png)")
     desc.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                       help="loader option, e.g. category=shirt for fashioniq (repeatable)")
+    cache = commands.add_parser("cache", help="the node's decoded image maps: list them, or clear them")
+    cache.add_argument("action", choices=["list", "clear"])
+    cache.add_argument("--cache-dir", type=Path, default=None,
+                       help="the study's cache folder (maps are in its images/); default $CIRSTUDY_CACHE or ~/.cache/cirstudy/data")
+    cache.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                       help="clear only maps no process opened for this many days")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
             _generate(args)
+        elif args.command == "cache":
+            _cache(args)
         else:
             describe(args.root, args.grid, options=_options(args.option))
     except DatasetError as err:

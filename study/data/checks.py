@@ -4,23 +4,48 @@ A loader reads its layout into `SplitParts` and hands them to `assemble`, which 
 listed image on disk, builds the `ImageManifest` (counts, examples, a hash of the listed paths),
 and then either refuses (one DatasetError naming the first missing file, the counts and the
 `--allow-missing-images` switch) or, when allowed, drops the missing images and every query that
-touches one. Reading helpers turn a missing file, truncated JSON or a malformed line into one
+touches one. Splits are delivered at `native_image_size(root)`: 224 px for a real layout, the
+generator's own size for a folder a generator wrote (it holds `generated.json`); open_dataset's
+`image_size` overrides both. Reading helpers turn a missing file, truncated JSON or a malformed line into one
 DatasetError naming the file and line (STYLE.md section 4).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from study.data.errors import DatasetError
-from study.data.images import image_side
+from study.data.images import MIN_IMAGE_SIZE, REAL_IMAGE_SIZE
 from study.data.types import ImageManifest, Query, RetrievalData, Split
 
 MISSING_EXAMPLES = 5
-DEFAULT_IMAGE_SIZE = 64  # a split with no images left still needs a side
+GENERATED_MANIFEST = "generated.json"  # as study/data/cache.py's MANIFEST (that module imports the loaders)
+GENERATED_IMAGE_SIZE = 64  # generators' native side, for manifests written before they recorded it
+
+
+def native_image_size(root: Path) -> int:
+    """The side a folder's images are delivered at by default: the generator's (its manifest says)
+    for generated data, else the papers' 224 px. Never the size of some image in the folder."""
+    manifest = Path(root) / GENERATED_MANIFEST
+    if not manifest.is_file():
+        return REAL_IMAGE_SIZE
+    recorded = read_json(manifest, f"delete {manifest} if {root} is not generated data, else regenerate it")
+    size = recorded.get("image_size", GENERATED_IMAGE_SIZE) if isinstance(recorded, dict) else None
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE:
+        raise DatasetError(f"{manifest}: `image_size` must be an integer >= {MIN_IMAGE_SIZE}, got {size!r}; regenerate the folder")
+    return size
+
+
+def check_image_size(image_size: object, where: str) -> int:
+    """`image_size` as given to open_dataset, checked: an integer >= MIN_IMAGE_SIZE."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise DatasetError(f"{where}: image_size must be an integer >= {MIN_IMAGE_SIZE} (pixels per side), "
+                           f"got {image_size!r}; use e.g. {REAL_IMAGE_SIZE}, or None for the dataset's default")
+    return image_size
 
 
 def check_options(dataset: str, options: Mapping[str, Any], choices: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
@@ -76,7 +101,6 @@ class SplitParts:
     image_paths: list[str]  # relative to the root
     labels: list[str]
     queries: list[Query]
-    image_size: int | None = None  # None: the shorter side of the first image
     present: set[str] | None = field(default=None, repr=False)  # paths known to exist; None: stat each
     # What the annotation files list, parallel to image_paths, when that is not the path itself
     # (FashionIQ lists ids -> "images/<id>", Shoes names found anywhere under images/): the
@@ -97,7 +121,10 @@ def _touching(part: SplitParts, missing: set[str]) -> int:
     return sum(q.source in bad or q.target in bad for q in part.queries)
 
 
-def _drop_missing(root: Path, part: SplitParts, missing: set[str]) -> tuple[Split, int]:
+def _drop_missing(root: Path, part: SplitParts, missing: set[str], image_size: int) -> tuple[Split, int]:
+    if not missing:  # the common case, kept cheap: a later trial re-opens the dataset before it trains
+        split = Split(part.name, root, tuple(part.image_paths), tuple(part.labels), tuple(part.queries), image_size)
+        return split, 0
     keep = [i for i, p in enumerate(part.image_paths) if p not in missing]
     new_index = {old: new for new, old in enumerate(keep)}
     queries = tuple(
@@ -106,8 +133,7 @@ def _drop_missing(root: Path, part: SplitParts, missing: set[str]) -> tuple[Spli
         if q.source in new_index and q.target in new_index
     )
     paths = tuple(part.image_paths[i] for i in keep)
-    size = part.image_size or (image_side(root / paths[0]) if paths else DEFAULT_IMAGE_SIZE)
-    split = Split(part.name, root, paths, tuple(part.labels[i] for i in keep), queries, size)
+    split = Split(part.name, root, paths, tuple(part.labels[i] for i in keep), queries, image_size)
     return split, len(part.queries) - len(queries)
 
 
@@ -132,10 +158,12 @@ def assemble(
         if len(part.image_paths) != len(part.labels):
             raise ValueError(f"{dataset} {part.name}: {len(part.image_paths)} paths but {len(part.labels)} labels")  # a loader bug
     listed, missing, missing_listed = set(), set(), set()
+    folder = os.fspath(root)
     for part in (train, test):
         for p, key in zip(part.image_paths, part.listed or part.image_paths):
             listed.add(key)
-            if p in missing or not (p in part.present if part.present is not None else (root / p).is_file()):
+            # os.path on strings: a third of pathlib's cost, once per image of every trial
+            if p in missing or not (p in part.present if part.present is not None else os.path.isfile(os.path.join(folder, p))):
                 missing.add(p)
                 missing_listed.add(key)
     if missing and not allow_missing_images:
@@ -147,8 +175,9 @@ def assemble(
             f"are missing (e.g. {examples}). Restore them ({fix}), or pass --allow-missing-images "
             f"(open_dataset(..., allow_missing_images=True)) to drop them and the {dropped} queries that touch them"
         )
-    train_split, dropped_train = _drop_missing(root, train, missing)
-    test_split, dropped_test = _drop_missing(root, test, missing)
+    size = native_image_size(root)
+    train_split, dropped_train = _drop_missing(root, train, missing, size)
+    test_split, dropped_test = _drop_missing(root, test, missing, size)
     manifest = manifest_of(listed, missing_listed, dropped_train + dropped_test)
     notes = list(notes)
     if missing:

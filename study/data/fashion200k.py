@@ -152,8 +152,11 @@ def make_train_queries(paths: list[str], captions: list[str], regions: dict) -> 
             children[parent].add(caption)
     rng = np.random.default_rng(TRAIN_QUERY_SEED)
     queries, unmodifiable = [], 0
+    siblings_of: dict[str, list[str]] = {}  # per caption, not per image: captions repeat across images
     for i, caption in enumerate(captions):
-        siblings = sorted({other for p in parents(caption) for other in children[p]} - {caption})
+        if caption not in siblings_of:
+            siblings_of[caption] = sorted({other for p in parents(caption) for other in children[p]} - {caption})
+        siblings = siblings_of[caption]
         if not siblings:
             unmodifiable += 1
             continue

@@ -41,6 +41,7 @@ class Generator:
     version: int  # bump when the output changes for a given (seed, scale): it keys the cache
     loader: str  # DATASETS name that reads what `generate` writes
     generate: Callable[..., None]  # generate(out: Path, *, seed: int, scale: float) -> None
+    image_size: int = 64  # the side its images are rendered at: the size its data is delivered at by default
 
 
 def check_scale(scale: float, where: str) -> None:

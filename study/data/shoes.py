@@ -5,9 +5,10 @@ on the shoe images of Berg et al. ("Automatic Attribute Discovery and Characteri
 Web Data", ECCV 2010); methods.md B.7:
     <root>/split.{train,test}.json     [image name, ...]: the gallery of each split
     <root>/triplet.{train,test}.json   [{"ReferenceImageName", "ImageName", "RelativeCaption"}, ...]
-    <root>/images/**/<image name>      assumed: the images, in any sub-folders (attributedata's
-                                       womens_*/<n>/ folders can be unpacked as they come); a
-                                       file is found by its name, which must be unique
+    <root>/attributedata/**/<name>     the images as the download unpacks them
+                                       (attributedata/womens_pumps/0/img_womens_pumps_123.jpg),
+    or <root>/images/**/<name>         or moved under images/, in any sub-folders; a file is
+                                       found by its name, which must be unique over both folders
 A query is reference image + caption -> ImageName; a hit is that image itself (labels are image
 names); the source is excluded; R@1, R@10, R@50. Query.kind is "caption". Options: none.
 The ImageManifest lists image names (the annotations name files, not their folders).
@@ -24,21 +25,23 @@ from study.data.registry import DATASETS, DETECTORS
 from study.data.types import Query, RetrievalData
 
 RECALL_KS = (1, 10, 50)
-IMAGES_DIR = "images"
+IMAGE_DIRS = ("attributedata", "images")  # the download's folder, and the one users often move images to
 TRIPLET_KEYS = ("ReferenceImageName", "ImageName", "RelativeCaption")
-FIX = "re-download the Shoes annotations (split.*.json, triplet.*.json) and images"
+FIX = "re-download the Shoes annotations (split.*.json, triplet.*.json) and unpack the images (attributedata/)"
 
 
 def image_files(root: Path) -> dict[str, str]:
-    """image name -> path relative to root, for every file under images/."""
+    """image name -> path relative to root, for every file under attributedata/ and images/."""
     found: dict[str, str] = {}
-    for folder, subfolders, names in os.walk(root / IMAGES_DIR):
-        subfolders.sort()
-        for name in sorted(names):
-            rel = Path(folder, name).relative_to(root).as_posix()
-            if name in found:
-                raise DatasetError(f"{root / rel}: image name {name!r} also at {root / found[name]}; Shoes finds images by name, so names must be unique")
-            found[name] = rel
+    for top in IMAGE_DIRS:
+        for folder, subfolders, names in os.walk(root / top):
+            subfolders.sort()
+            for name in sorted(names):
+                rel = Path(folder, name).relative_to(root).as_posix()
+                if name in found:
+                    raise DatasetError(f"{root / rel}: image name {name!r} also at {root / found[name]}; Shoes finds "
+                                       f"images by name, so names must be unique: remove one copy")
+                found[name] = rel
     return found
 
 
@@ -59,7 +62,7 @@ def _split(root: Path, name: str, files: dict[str, str]) -> SplitParts:
             if entry[key] not in gallery:
                 raise DatasetError(f"{triplet_path}: entry {i}: {key} {entry[key]!r} is not in {split_path}; the files do not match")
         queries.append(Query(gallery[entry["ReferenceImageName"]], entry["RelativeCaption"].strip(), gallery[entry["ImageName"]], "caption", None))
-    paths = [files.get(image, f"{IMAGES_DIR}/{image}") for image in names]
+    paths = [files.get(image, f"{IMAGE_DIRS[0]}/{image}") for image in names]
     return SplitParts(name, paths, names, queries, present=set(files.values()), listed=names)
 
 
@@ -71,7 +74,7 @@ def load_shoes(root: Path, *, allow_missing_images: bool = False, **options: Any
     files = image_files(root)
     train, test = (_split(root, name, files) for name in ("train", "test"))
     notes = (
-        f"images found by name under {IMAGES_DIR}/ (any sub-folder); the image manifest lists the names",
+        f"images found by name under {' and '.join(d + '/' for d in IMAGE_DIRS)} (any sub-folder); the image manifest lists the names",
         "gallery = split.<split>.json; hit = the target image itself, source excluded",
     )
     return assemble("shoes", root, train, test, recall_ks=RECALL_KS, notes=notes,

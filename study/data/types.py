@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from study.data.images import read_image
+from study.data.images import Preprocessing, load_image
 
 
 @dataclass(frozen=True)
@@ -37,20 +36,16 @@ class Split:
     image_paths: tuple[str, ...]  # relative to root
     labels: tuple[str, ...]  # hit rule: retrieved image correct iff label == labels[query.target]
     queries: tuple[Query, ...]
-    image_size: int  # square side the images are delivered at
+    image_size: int  # square side S the images are delivered at (study/data/images.py's Preprocessing)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(self.image_size)
 
     def load_image(self, index: int) -> torch.Tensor:
-        """One image as uint8 (3, S, S) RGB."""
-        pixels = read_image(self.root / self.image_paths[index], self.image_size)  # (S, S, 3)
-        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
-
-    def load_images(self) -> torch.Tensor:
-        """All images in order as uint8 (N, 3, S, S) RGB; a missing or unreadable file raises
-        DatasetError naming it."""
-        out = np.empty((len(self.image_paths), self.image_size, self.image_size, 3), dtype=np.uint8)
-        for i, rel in enumerate(self.image_paths):
-            out[i] = read_image(self.root / rel, self.image_size)
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
+        """One image decoded now, as uint8 (3, S, S) RGB (a few images, e.g. a sample grid). Training
+        and evaluation read the node's decoded copy instead: study.data.image_cache.open_image_map."""
+        return load_image(self.root / self.image_paths[index], self.image_size)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Writers of tiny, seeded fixtures in the real file layouts of Fashion200k, FashionIQ and Shoes
-(imported by the data tests; not a test module)."""
+"""Writers of tiny, seeded fixtures in the real file layouts of Fashion200k, FashionIQ and Shoes,
+and the scales of the generated fixtures in conftest.py (imported by the data tests; not a test
+module: tests import from here, never from `conftest`, whose name tests/models shares)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +9,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+CSS_SCALE = 0.03  # 30 base scenes and ~540 pairs per split: seconds, yet every mod kind many times
+STATES_SCALE = 0.03  # 2 images per label
+FASHION_SCALE = 0.01  # 2 train + 1 test image per caption: 960 images, a few seconds
 
-def write_image(path: Path, seed: int, size: int = 16) -> None:
+
+def write_image(path: Path, seed: int, size: int | tuple[int, int] = 16) -> None:
+    """Random RGB pixels, `size` = side or (width, height), as PNG or JPEG by the suffix."""
+    width, height = (size, size) if isinstance(size, int) else size
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}[path.suffix]
     Image.fromarray(pixels, mode="RGB").save(path, format=fmt)
 
@@ -90,17 +97,19 @@ SHOES_TRIPLETS = {
 }
 
 
-def shoes_path(name: str) -> str:
-    kind = name.split("_")[2]  # attributedata's folders: womens_<kind>/<n>/
-    return f"images/womens_{kind}/0/{name}"
+def shoes_path(name: str, folder: str = "images") -> str:
+    """Where a Shoes image lives: the download unpacks to attributedata/womens_<kind>/<n>/<name>;
+    `folder` "images" is the same tree moved under images/."""
+    kind = name.split("_")[2]
+    return f"{folder}/womens_{kind}/0/{name}"
 
 
-def write_shoes(root: Path) -> Path:
+def write_shoes(root: Path, folder: str = "images") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for split, names in SHOES_SPLITS.items():
         (root / f"split.{split}.json").write_text(json.dumps(names))
         triplets = [{"ReferenceImageName": a, "ImageName": b, "RelativeCaption": c} for a, b, c in SHOES_TRIPLETS[split]]
         (root / f"triplet.{split}.json").write_text(json.dumps(triplets, indent=1))
         for k, name in enumerate(names):
-            write_image(root / shoes_path(name), 100 + k)
+            write_image(root / shoes_path(name, folder), 100 + k)
     return root

@@ -13,6 +13,7 @@ from data_layout_writers import write_fashion200k, write_fashioniq, write_shoes
 
 from study.data import DatasetError, ImageManifest, open_dataset
 from study.data.css import SCENE_FILE
+from study.data.image_cache import open_image_map
 
 FIQ = {"category": "dress"}
 
@@ -155,8 +156,8 @@ def test_absent_images_are_refused_or_dropped(loader: str, options: dict, write:
         for q in split.queries:  # indices remapped onto the surviving images
             assert max(q.source, q.target) < len(split.image_paths)
     assert any("2 of" in note and "missing (allowed)" in note for note in data.notes)
-    # an unreadable image is found when the images are loaded, and named
+    # an unreadable image is found when the images are decoded, and named
     (root / corrupt).write_bytes(b"not an image")
     split = next(s for s in (data.train, data.test) if corrupt in s.image_paths)
     with pytest.raises(DatasetError, match=f"{root / corrupt}: cannot read the image"):
-        split.load_images()
+        open_image_map(split)

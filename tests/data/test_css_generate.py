@@ -12,9 +12,9 @@ from study.data.css import SCENE_FILE
 from study.data.css_generate import PAIRS, generate_css
 from study.data.css_render import render_scene
 from study.data.css_scene import HELD_OUT_PAIRS
-from study.data.images import read_image
+from study.data.images import load_image
 
-from conftest import CSS_SCALE
+from data_layout_writers import CSS_SCALE
 
 POS = r"(?:top|middle|bottom)-(?:left|center|right)"
 SIZE, COLOR = r"(?:small|large)", r"(?:gray|red|blue|green|brown|purple|cyan|yellow)"
@@ -114,7 +114,7 @@ def test_labels_group_exactly_the_same_scenes(css_raw: dict[str, Any]) -> None:
 def test_pngs_are_the_renders(css_root: Path, css_raw: dict[str, Any]) -> None:
     for split in ("train", "test"):
         for i, objects in enumerate(css_raw[split]["objects_img"]):
-            png = read_image(css_root / "images" / f"css_{split}_{i:06d}.png", 64)
+            png = load_image(css_root / "images" / f"css_{split}_{i:06d}.png", 64).permute(1, 2, 0).numpy()
             assert np.array_equal(png, render_scene(objects)), f"{split} image {i}"
 
 

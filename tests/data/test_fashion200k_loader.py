@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from data_layout_writers import FASHION200K_IMAGES, FASHION200K_TEST_QUERIES, fashion200k_path, write_fashion200k
 
-from study.data import DatasetError, open_dataset
+from study.data import DatasetError, open_dataset, open_image_map
 from study.data.fashion200k import attribute_of, clean_caption, different_words, load_fashion200k, parents
 
 
@@ -45,7 +45,7 @@ def test_reads_the_layout_with_tirg_rules(tmp_path: Path) -> None:
         (fashion200k_path(9), fashion200k_path(7), "replace short with long", "length"),
     ]
     assert len(got) == len(FASHION200K_TEST_QUERIES) and len(test_index) == 4
-    assert data.test.load_images().shape == (4, 3, 16, 16)
+    assert open_image_map(data.test).shape == (4, 3, 224, 224)  # 16 px files, delivered at the papers' 224
     assert data.manifest is not None and data.manifest.listed == len(FASHION200K_IMAGES) and data.manifest.missing == 0
 
 

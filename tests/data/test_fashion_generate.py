@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import FASHION_SCALE
+from data_layout_writers import FASHION_SCALE
 
-from study.data import open_dataset
+from study.data import open_dataset, open_image_map
 from study.data.fashion import all_captions
 from study.data.fashion200k import ATTRIBUTE_WORDS, load_fashion200k, parents
 from study.data.fashion_render import CATEGORIES, COLORS, LENGTHS, PATTERNS, render_garment
@@ -63,7 +63,7 @@ def test_loader_reads_what_the_generator_wrote(fashion_root: Path) -> None:
 
 def test_jpeg_keeps_the_rendered_colours(fashion_root: Path) -> None:
     split = load_fashion200k(fashion_root).test
-    images = split.load_images().permute(0, 2, 3, 1).numpy().astype(int)  # (N, 64, 64, 3)
+    images = open_image_map(split)[:].permute(0, 2, 3, 1).numpy().astype(int)  # (N, 64, 64, 3)
     captions = all_captions()
     for c in range(0, len(captions), 37):
         color, pattern, length, category = captions[c]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from data_layout_writers import FASHIONIQ_CAPTIONS, FASHIONIQ_SPLITS, write_fashioniq
 
-from study.data import DatasetError, open_dataset
+from study.data import DatasetError, open_dataset, open_image_map
 from study.data.describe import describe
 
 
@@ -24,7 +24,7 @@ def test_reads_one_category(tmp_path: Path, category: str) -> None:
         assert [(part.labels[q.source], part.labels[q.target], q.text, q.kind) for q in part.queries] == want
     assert "captions joined with ' and ' in the order given; hit = the target image itself" in data.notes
     assert any(note.startswith(f"category {category} (categories in this folder: dress, shirt)") for note in data.notes)
-    assert data.test.load_images().shape == (3, 3, 16, 16)
+    assert open_image_map(data.test).shape == (3, 3, 224, 224)
 
 
 def test_category_option_is_checked(tmp_path: Path) -> None:

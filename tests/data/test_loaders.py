@@ -13,6 +13,7 @@ from PIL import Image
 from study.data import DatasetError, known_datasets, open_dataset
 from study.data.css import SCENE_FILE, load_css
 from study.data.css_render import render_scene
+from study.data.image_cache import open_image_map
 from study.data.mitstates import MIT_STATES_TEST_NOUNS, load_mitstates
 
 
@@ -30,7 +31,7 @@ def test_css_loader_matches_the_scene_file(css_root: Path, css_raw: dict[str, An
 
 def test_css_query_images_and_regions(css_root: Path, css_raw: dict[str, Any]) -> None:
     split = load_css(css_root).test
-    images = split.load_images()
+    images = open_image_map(split)[:]
     assert images.shape == (len(split.image_paths), 3, 64, 64) and str(images.dtype) == "torch.uint8"
     objects = css_raw["test"]["objects_img"]
     for q in split.queries[:50]:
@@ -76,7 +77,7 @@ def test_missing_image_is_named(css_root: Path, tmp_path: Path) -> None:
     victim = root / "images" / "css_test_000007.png"
     victim.unlink()
     with pytest.raises(DatasetError, match=str(victim)):
-        data.test.load_images()
+        open_image_map(data.test)
     with pytest.raises(DatasetError, match=str(victim)):
         load_css(root)
 
@@ -86,7 +87,7 @@ def test_unreadable_image_is_named(css_root: Path, tmp_path: Path) -> None:
     shutil.copytree(css_root, root)
     (root / "images" / "css_train_000002.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="css_train_000002.png"):
-        load_css(root).train.load_images()
+        open_image_map(load_css(root).train)
 
 
 def write_tiny_mitstates(root: Path, folders: dict[str, int]) -> None:
@@ -104,8 +105,8 @@ def test_real_mitstates_rules(tmp_path: Path) -> None:
     data = open_dataset("mitstates", root=tmp_path)
     assert set(data.test.labels) == {"ripe tomato", "sliced tomato", "peeled tomato"}
     assert set(data.train.labels) == {"ripe apple", "sliced apple"}
-    assert data.test.image_size == 32  # shorter side; non-square images are centre-cropped
-    assert data.test.load_images().shape == (4, 3, 32, 32)
+    assert data.test.image_size == 224  # a real layout: the papers' size, whatever the files' size
+    assert open_image_map(data.test).shape == (4, 3, 224, 224)
     assert len(data.test.queries) == 4 * 2 and len(data.train.queries) == 3 * 1
     for split in (data.train, data.test):
         for q in split.queries:

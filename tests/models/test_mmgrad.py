@@ -18,16 +18,32 @@ from models.regularizers.mmgrad import MmgradRegularizer, gradient_attention, po
 # = [[2, 0], [0, 1]], so M = [[2/3, 0], [0, 1/3]].
 C0 = [[2.0, 0.0], [0.0, 0.0]]
 C1 = [[0.0, -4.0], [0.0, 2.0]]
-TOP_LEFT = [0.0, 0.0, 0.5, 0.5]  # (top, left, bottom, right): only cell (0, 0) has its centre inside
+TOP_LEFT = [0.0, 0.0, 0.5, 0.5]  # (top, left, bottom, right): covers exactly cell (0, 0) of a 2x2 map
 
 
-def test_region_masks_by_cell_centres():
+def test_region_masks_by_covered_area():
     masks = region_masks(torch.tensor([TOP_LEFT, [0.0, 0.3, 1.0, 0.8], [0.6, 0.6, 0.7, 0.7]]), 2, 4)
-    assert masks[0].tolist() == [[1, 1, 0, 0], [0, 0, 0, 0]]  # centres 0.125, 0.375 | 0.25
-    assert masks[1].tolist() == [[0, 1, 1, 0], [0, 1, 1, 0]]  # column centres 0.375, 0.625 inside 0.3 .. 0.8, not 0.875
-    assert masks[2].sum() == 0  # a box holding no centre
+    assert masks[0].tolist() == [[1, 1, 0, 0], [0, 0, 0, 0]]  # rows [0, .5] | [.5, 1]; columns of width .25
+    # columns [0, .25] [.25, .5] [.5, .75] [.75, 1] against 0.3 .. 0.8: 0, .2/.25, 1, .05/.25
+    assert masks[1].flatten().tolist() == pytest.approx([0, 0.8, 1, 0.2] * 2)
+    # a small box inside cell (1, 2): rows .1/.5 of row 1, columns .1/.25 of column 2
+    assert masks[2].flatten().tolist() == pytest.approx([0, 0, 0, 0, 0, 0, 0.2 * 0.4, 0])
     with pytest.raises(ValueError, match=r"\(B, 4\).*\(2, 3\)"):
         region_masks(torch.zeros(2, 3), 2, 2)
+
+
+def test_every_css_region_reaches_a_2x2_map():
+    # CSS's 3x3 regions on a 2x2 map: each third of [0, 1] covers cells [0, .5] and [.5, 1] by
+    # (2/3, 0), (1/3, 1/3) and (0, 2/3); a region's mask is the product of its row and column shares.
+    shares = [[2 / 3, 0.0], [1 / 3, 1 / 3], [0.0, 2 / 3]]
+    boxes = [[r / 3, c / 3, (r + 1) / 3, (c + 1) / 3] for r in range(3) for c in range(3)]
+    masks = region_masks(torch.tensor(boxes), 2, 2)
+    for k, mask in enumerate(masks):
+        r, c = divmod(k, 3)
+        want = [shares[r][i] * shares[c][j] for i in range(2) for j in range(2)]
+        assert mask.flatten().tolist() == pytest.approx(want, abs=1e-6)
+        assert mask.sum() > 0 and mask.sum().item() == pytest.approx(4 / 9, abs=1e-6)  # a ninth of 4 cells
+    assert masks[4].flatten().tolist() == pytest.approx([1 / 9] * 4)  # the centre touches all four
 
 
 def test_gradient_attention_and_pointing_game_by_hand():

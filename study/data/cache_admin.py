@@ -1,0 +1,109 @@
+"""What the node's image cache holds, and freeing it: `python -m study.data cache list|clear`.
+
+A map is "used" each time a process opens it (open_image_map touches its mtime), so `clear
+--older-than DAYS` keeps what recent studies read. A map whose lock is held (being built, or being
+checked by a starting trial) is skipped, never deleted under a writer; a reader that already has a
+map open keeps reading it after it is deleted (POSIX keeps the file until the last descriptor closes).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import Timeout
+
+from study.data.cache import item_lock, remove_path
+from study.data.errors import DatasetError
+from study.data.image_cache import SUFFIX, DamagedMap, MapHeader, image_cache_dir, read_header
+
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class CachedMap:
+    path: Path
+    header: MapHeader | None  # None: damaged or foreign (`problem` says which)
+    problem: str | None
+    bytes_on_disk: int  # allocated blocks (a sparse, half-built file counts what it holds)
+    last_used: float  # unix time (mtime)
+
+
+def list_maps(cache_dir: Path | None = None) -> list[CachedMap]:
+    """Every map file (and every file with a map's suffix) in `<cache_dir>/images`, oldest use first."""
+    folder = image_cache_dir(cache_dir)
+    found = []
+    for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue  # cleared meanwhile
+        header, problem = None, None
+        try:
+            header = read_header(path)
+        except DamagedMap as why:
+            problem = f"damaged ({why}); rebuilt on next use"
+        except DatasetError:
+            problem = "not written by cirstudy"
+        found.append(CachedMap(path, header, problem, stat.st_blocks * 512, stat.st_mtime))
+    return sorted(found, key=lambda m: m.last_used)
+
+
+def describe_maps(maps: list[CachedMap], folder: Path, now: float | None = None) -> list[str]:
+    """The lines `cache list` prints: one per map, then the total."""
+    now = time.time() if now is None else now
+    lines = []
+    for m in maps:
+        used = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.last_used))} ({(now - m.last_used) / SECONDS_PER_DAY:.1f} days ago)"
+        if m.header is None:
+            lines.append(f"{m.path.name}: {m.problem}; {_size(m.bytes_on_disk)}, last used {used}")
+            continue
+        n, _, s, _ = m.header.shape
+        lines.append(f"{m.header.root} [{m.header.split}] {s} px, {n} images, {_size(m.bytes_on_disk)}, "
+                     f"last used {used}: {m.path.name}")
+    total = sum(m.bytes_on_disk for m in maps)
+    lines.append(f"{len(maps)} image maps, {_size(total)} in {folder}")
+    return lines
+
+
+def clear_maps(cache_dir: Path | None = None, *, older_than_days: float | None = None) -> tuple[list[Path], list[Path]]:
+    """Delete every map (unused for more than `older_than_days`, when given) and temporaries left by
+    killed builds; returns (deleted, skipped because a process holds its lock)."""
+    if older_than_days is not None and not older_than_days >= 0:
+        raise DatasetError(f"--older-than must be a number of days >= 0, got {older_than_days!r}")
+    folder = image_cache_dir(cache_dir)
+    if not folder.is_dir():
+        return [], []
+    cutoff = None if older_than_days is None else time.time() - older_than_days * SECONDS_PER_DAY
+    deleted, skipped = [], []
+    names = {p.name for p in folder.glob(f"*{SUFFIX}")}
+    names |= {p.name[1:].split(".tmp-")[0] for p in folder.glob(f".*{SUFFIX}.tmp-*")}  # a killed build's temporary
+    for name in sorted(names):
+        path = folder / name
+        if cutoff is not None and path.exists() and path.stat().st_mtime >= cutoff:
+            continue
+        lock = item_lock(folder, name)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            skipped.append(path)
+            continue
+        try:
+            for victim in [path, *folder.glob(f".{name}.tmp-*")]:
+                if victim.exists():
+                    remove_path(victim)
+                    deleted.append(victim)
+            Path(lock.lock_file).unlink(missing_ok=True)  # waiters poll by reopening the file: safe to drop
+        finally:
+            lock.release()
+    return deleted, skipped
+
+
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1024
+        if n < 1024 or unit == "TB":
+            break
+    return f"{n:.1f} {unit}"
