@@ -5,7 +5,7 @@ beside the ordering the TIRG paper reports on CSS (methods.md B.1, "3D->3D" colu
     python bench/composer_table.py --epochs 2 --seeds 1 --composers concat tirg   # a quick look
 
 The finding to reproduce: tirg above concat, both far above image_only and text_only. Each run
-uses the same training path as a study trial (study.worker.DatasetRun), without Ray.
+uses the same training path as a study trial (study.worker.SeedRun), without Ray.
 """
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from study.data import open_dataset  # noqa: E402
 from study.space import Budget  # noqa: E402
-from study.trial_config import TrialConfig  # noqa: E402
-from study.worker import DatasetRun  # noqa: E402
+from study.worker import seed_run  # noqa: E402
 
 # TIRG paper, CSS R@1 (3D->3D), as recalled in methods.md B.1 [recalled, verify]
 PAPER_R1 = {"image_only": 6.3, "text_only": 0.1, "concat": 60.6, "film": 65.6, "tirg": 73.7,
@@ -30,12 +29,10 @@ PAPER_R1 = {"image_only": 6.3, "text_only": 0.1, "concat": 60.6, "film": 65.6, "
 
 
 def train_once(data, composer: str, seed: int, budget: Budget) -> float:
-    torch.manual_seed(seed)
-    trial = TrialConfig.from_params({"composer": composer, "K": budget.batch_size}, seeds=(seed,))
-    run = DatasetRun.build(data, trial, budget, data_seed=0, device=torch.device("cpu"))
+    run = seed_run(data, {"composer": composer, "K": budget.batch_size}, budget, seed=seed)
     for epoch in range(budget.epochs):
         run.train_epoch(epoch, rank=0, world=1)
-    return run.evaluate()["recall/css/test@1"]
+    return run.evaluate(rank=0, world=1)["test"].recalls[1]
 
 
 def main() -> None:

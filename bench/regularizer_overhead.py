@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from study.data import open_dataset  # noqa: E402
-from study.space import Budget  # noqa: E402
-from study.trial_config import TrialConfig  # noqa: E402
-from study.worker import DatasetRun  # noqa: E402
+from study.budget import Budget  # noqa: E402
+from study.feed import BatchFeed  # noqa: E402
+from study.worker import SeedRun, seed_run  # noqa: E402
 
 VARIANTS = {  # name -> (hyperparameters, target ratio from issue 5)
     "none": ({}, None),
@@ -41,7 +41,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(run: DatasetRun, batch, steps: int) -> float:
+def time_steps(run: SeedRun, batch, steps: int) -> float:
     parameters = [p for group in run.optimizer.param_groups for p in group["params"]]
     _sync(run.device)
     began = time.perf_counter()
@@ -56,7 +56,7 @@ def time_steps(run: DatasetRun, batch, steps: int) -> float:
     return (time.perf_counter() - began) / steps
 
 
-def print_profile(name: str, run: DatasetRun, batch, device: torch.device, steps: int = 5) -> None:
+def print_profile(name: str, run: SeedRun, batch, device: torch.device, steps: int = 5) -> None:
     """Where a variant's step time goes: operators by self time, and how many kernels it launches
     (on a GPU a small-batch step is often bound by launches, not arithmetic)."""
     from torch.profiler import ProfilerActivity, profile
@@ -90,9 +90,10 @@ def main() -> None:
                     batch_size=args.batch_size, train_eval_queries=200)
     runs = {}
     for name, (params, _) in VARIANTS.items():
-        trial = TrialConfig.from_params({"composer": "tirg", "K": 8, **params}, seeds=(0,))
-        runs[name] = DatasetRun.build(data, trial, budget, data_seed=0, device=device)
-    batch = runs["none"]._batch(list(data.train.queries[: args.batch_size]))
+        runs[name] = seed_run(data, {"composer": "tirg", "K": 8, **params}, budget, device=device, cache_dir=args.cache_dir)
+    share = runs["none"].share
+    host = next(iter(BatchFeed(share.images["train"], share.vocab, [data.train.queries[: args.batch_size]])))
+    batch = host.to_device(device)
     for run in runs.values():
         time_steps(run, batch, 2)  # warm-up: allocator, cuDNN autotuning, lazy init
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -111,10 +112,10 @@ def main() -> None:
     for name in args.profile:
         print_profile(name, runs[name], batch, device)
     t0 = time.perf_counter()
-    recalls = runs["none"].evaluate()
+    evaluation = runs["none"].evaluate(rank=0, world=1)
     _sync(device)
-    print(f"evaluation of {len(data.test.queries)} test + {len(runs['none'].train_sample)} train queries: "
-          f"{time.perf_counter() - t0:.2f}s, test R@1 {recalls['recall/css/test@1']:.3f}")
+    print(f"evaluation of {len(data.test.queries)} test + {len(share.train_sample)} train queries: "
+          f"{time.perf_counter() - t0:.2f}s, test R@1 {evaluation['test'].recalls[1]:.3f}")
 
 
 if __name__ == "__main__":

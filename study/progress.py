@@ -1,5 +1,5 @@
-"""One line per trial result while a study runs: which trial, which epoch, its WHM, and how many
-trials are done, so a long study shows where it is without Tune's full status table."""
+"""One line per trial result while a study runs: which configuration, which epoch, its seed-mean
+WHM, and how many trials are done, so a long study shows where it is without Tune's status table."""
 from __future__ import annotations
 
 import sys
@@ -7,16 +7,22 @@ import time
 
 from ray.tune import Callback
 
+from study.trial_config import CONFIG_ID
+
+
+def _name(trial) -> str:
+    return str((trial.config or {}).get(CONFIG_ID, trial.trial_id))
+
 
 class ProgressCallback(Callback):
-    def __init__(self, total_trials: int, epochs: int) -> None:
-        self.total, self.epochs = total_trials, epochs
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
         self.done: set[str] = set()
         self.started = time.time()
 
     def _line(self, text: str) -> None:
         elapsed = time.time() - self.started
-        print(f"[{elapsed:6.0f}s {len(self.done)}/{self.total} trials done] {text}", file=sys.stderr, flush=True)
+        print(f"[{elapsed:6.0f}s {len(self.done)} trials done] {text}", file=sys.stderr, flush=True)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         recalls = "  ".join(
@@ -24,7 +30,8 @@ class ProgressCallback(Callback):
             if key.startswith("recall/") and "/test@" in key and key.endswith(("@1", "@10"))
         )
         whm = result.get("whm", float("nan"))
-        self._line(f"trial {trial.trial_id} epoch {result.get('epoch')}/{self.epochs}: whm {whm:.4f}  {recalls}")
+        self._line(f"config {_name(trial)} (trial {trial.trial_id}) epoch {result.get('epoch')}/{self.epochs}: "
+                   f"seed-mean whm {whm:.4f}  {recalls}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self.done.add(trial.trial_id)

@@ -1,28 +1,32 @@
 """Run a study: `python -m study.run --space ga_vs_dim`.
 
 Loads and validates `search_spaces/<space>.yaml` (a bad file fails here, naming file, line and fix,
-before Ray starts), generates the datasets it needs (cached), then runs Ray Tune with Optuna and
-ASHA on an embedded local Ray (or `--address` for a cluster); each trial is one TorchTrainer.
-Writes `studies/<name>/trials.parquet`, `ranking.parquet`, `gains.parquet` and TensorBoard files,
-and prints the ranking by WHM.
+before Ray starts), generates the datasets it needs and decodes their images once into the node's
+cache, then runs Ray Tune with Optuna and a scheduler on an embedded local Ray (or `--address` for a
+cluster); each trial is one configuration with all its seeds, in one TorchTrainer. Writes
+`studies/<name>/trials.parquet`, `history.parquet`, `ranks/`, `ranking.parquet`, `gains.parquet`,
+`importance.parquet` and TensorBoard files, and prints the ranking by WHM.
 
     python -m study.run --space ga_vs_dim --budget smoke
+    python -m study.run --space ga_vs_dim --scheduler sync  # stop decisions independent of timing
     python -m study.run --space ga_vs_dim --resume          # continue an interrupted study
     tensorboard --logdir studies/ga_vs_dim
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 # Ray's auto TBX logger writes one HParams experiment per trial, hiding conditional parameters;
 # study.tensorboard writes the dashboard instead. Must be set before ray.tune is imported.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
+from study.budget import SCHEDULERS  # noqa: E402
 from study.space import BUDGET_NAMES, SearchSpace, SpaceError, load_space  # noqa: E402
 from study.trial_config import check_capabilities, validate_space  # noqa: E402
 
@@ -31,6 +35,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m study.run", description="Run a cirstudy hyperparameter study.")
     parser.add_argument("--space", required=True, help="a name in search_spaces/ or a path to a .yaml file")
     parser.add_argument("--budget", default="default", choices=BUDGET_NAMES)
+    parser.add_argument("--scheduler", default="asha", choices=SCHEDULERS,
+                        help="asha: asynchronous early stopping (default); sync: successive halving by rungs, "
+                             "whose stop decisions do not depend on the order results arrive in, so two runs "
+                             "give identical tables")
     parser.add_argument("--num-samples", type=int, help="configurations to try (each runs once per seed)")
     parser.add_argument("--address", help="an existing Ray cluster (e.g. auto, or ray://head:10001); default: local Ray")
     parser.add_argument("--storage", default="studies", help="parent directory of the study (shared storage on a cluster)")
@@ -56,7 +64,49 @@ def _budget(space: SearchSpace, args: argparse.Namespace):
     for name, value in overrides.items():
         if value is not None and (value < 0 or (name != "gpus_per_worker" and value < 1)):
             raise SpaceError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    return replace(budget, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        raise SpaceError(f"{space.path}: budget {args.budget!r} with the command-line overrides: {error}") from None
+    if budget.gpus_per_worker == 0:
+        for name, wanted in (("precision", budget.precision == "bf16"), ("sync_batchnorm", budget.sync_batchnorm)):
+            if wanted:
+                raise SpaceError(f"{space.path}: budget {args.budget!r} sets `{name}`, which needs CUDA workers; "
+                                 "set gpus_per_worker > 0 or remove it")
+    return budget
+
+
+STUDY_FILE = "study.json"  # how the study was started: a resume must use the same
+
+
+def _study_record(space: SearchSpace, budget, args: argparse.Namespace) -> dict:
+    from study.train import package_versions
+
+    return {"space": space.name, "space_path": str(space.path), "budget_name": args.budget, "budget": asdict(budget),
+            "scheduler": args.scheduler, "seeds": list(space.seeds), "versions": json.loads(package_versions())}
+
+
+def _check_resume(study_dir: Path, record: dict) -> None:
+    """`--resume` continues the study it finds only with the budget and scheduler it was started with."""
+    path = study_dir / STUDY_FILE
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    for key in ("budget_name", "budget", "scheduler", "seeds"):
+        if saved.get(key) != record[key]:
+            raise SpaceError(
+                f"{path}: this study was started with {key} {saved.get(key)!r}, not {record[key]!r}; resume it "
+                f"with the same options (--budget {saved.get('budget_name')} --scheduler {saved.get('scheduler')}), "
+                "or start a new study with --name"
+            )
+
+
+def _write_study_record(study_dir: Path, space: SearchSpace, record: dict) -> None:
+    study_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in ((STUDY_FILE, json.dumps(record, indent=1) + "\n"), ("space.yaml", space.path.read_text())):
+        temporary = study_dir / f".{name}.tmp"
+        temporary.write_text(text)
+        temporary.replace(study_dir / name)
 
 
 def _prepare_data(space: SearchSpace, budget, args: argparse.Namespace) -> dict:
@@ -64,17 +114,21 @@ def _prepare_data(space: SearchSpace, budget, args: argparse.Namespace) -> dict:
     fails here, and trials on this node find the generated data ready."""
     from study.train import open_study_data
 
+    from study.data.image_cache import open_image_map
+
     datasets = {}
     for entry in space.datasets:
         began = time.time()
         print(f"preparing dataset {entry.key} (scale {budget.scale}) ...", file=sys.stderr, flush=True)
-        data = open_study_data(entry, scale=budget.scale, data_seed=space.data_seed, cache_dir=args.cache_dir,
+        data = open_study_data(entry, budget=budget, data_seed=space.data_seed, cache_dir=args.cache_dir,
                                allow_missing_images=args.allow_missing_images)
+        for split in (data.train, data.test):  # decoded once into this node's cache; trials map it
+            open_image_map(split, cache_dir=Path(args.cache_dir) if args.cache_dir else None, progress=True)
         datasets[entry.key] = data
         print(
-            f"  {entry.key}: {len(data.train.image_paths)} train / {len(data.test.image_paths)} test images, "
-            f"{len(data.train.queries)} / {len(data.test.queries)} queries ({time.time() - began:.1f}s)",
-            file=sys.stderr, flush=True,
+            f"  {entry.key}: {len(data.train.image_paths)} train / {len(data.test.image_paths)} test images at "
+            f"{data.train.image_size} px, {len(data.train.queries)} / {len(data.test.queries)} queries "
+            f"({time.time() - began:.1f}s)", file=sys.stderr, flush=True,
         )
     return datasets
 
@@ -101,16 +155,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from study.data import DatasetError
 
+    record = _study_record(space, budget, args)
     try:
+        if args.resume:
+            _check_resume(study_dir, record)
         datasets = _prepare_data(space, budget, args)
         check_capabilities(space, datasets)
+        cell_weights = space.cell_weights({key: tuple(data.recall_ks) for key, data in datasets.items()})
     except (DatasetError, SpaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    cell_weights = space.cell_weights({key: tuple(data.recall_ks) for key, data in datasets.items()})
+    _write_study_record(study_dir, space, record)
     _tune(space, budget, args, study_dir, cell_weights)
     manifests = {key: data.manifest for key, data in datasets.items()}
-    return _report(space, study_dir, cell_weights, manifests, began)
+    return _report(space, study_dir, cell_weights, manifests, began, args.budget, budget)
 
 
 def _tune(space, budget, args, study_dir: Path, cell_weights):
@@ -135,7 +193,7 @@ def _tune(space, budget, args, study_dir: Path, cell_weights):
         print(f"resuming {study_dir}", file=sys.stderr, flush=True)
         tuner = tune.Tuner.restore(str(study_dir), trainable=trainable(settings), resume_unfinished=True, resume_errored=True)
     else:
-        search, scheduler, trials = build_search(space, budget)
+        search, scheduler, trials = build_search(space, budget, args.scheduler)
         tuner = tune.Tuner(
             trainable(settings),
             tune_config=tune.TuneConfig(
@@ -145,30 +203,32 @@ def _tune(space, budget, args, study_dir: Path, cell_weights):
             run_config=tune.RunConfig(
                 name=study_dir.name, storage_path=str(study_dir.parent), verbose=0,
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # Tune's own, minus its TBX logger
-                           TensorBoardCallback(study_dir, space), ProgressCallback(trials, budget.epochs)],
+                           TensorBoardCallback(study_dir, space), ProgressCallback(budget.epochs)],
                 failure_config=tune.FailureConfig(max_failures=1),
             ),
         )
     return tuner.fit()
 
 
-def _report(space: SearchSpace, study_dir: Path, cell_weights, manifests, began: float) -> int:
+def _report(space: SearchSpace, study_dir: Path, cell_weights, manifests, began: float, budget_name: str,
+            budget) -> int:
     from study import results
     from study.trials import trials_frame, write_trials
 
-    frame = trials_frame(study_dir, space)
-    write_trials(frame, study_dir, cell_weights, manifests)
-    results.write_ranking(study_dir)
-    errors = int((frame["status"] == "ERROR").sum())
-    unfinished = int((~frame["status"].isin(["TERMINATED", "ERROR"])).sum())
-    print(f"\n{space.name}: {len(frame)} trials ({errors} failed, {unfinished} unfinished) in {time.time() - began:.0f}s")
-    results.main([str(study_dir)])
-    print(f"\nwritten: {study_dir}/trials.parquet, ranking.parquet, gains.parquet; "
-          f"look at it: tensorboard --logdir {study_dir}")
+    frame, history = trials_frame(study_dir, space, budget_name=budget_name, epochs=budget.epochs)
+    write_trials(frame, history, study_dir, cell_weights, manifests)
+    configs = frame.drop_duplicates("config_id") if len(frame) else frame
+    errors = int((configs["status"] == "ERROR").sum()) if len(configs) else 0
+    unfinished = int((~configs["status"].isin(["TERMINATED", "ERROR"])).sum()) if len(configs) else 0
+    print(f"\n{space.name}: {len(configs)} configurations x {len(space.seeds)} seeds ({errors} failed, "
+          f"{unfinished} unfinished) in {time.time() - began:.0f}s")
+    results.main([str(study_dir), "--write"])
+    print(f"\nwritten: {study_dir}/trials.parquet, history.parquet, ranks/, ranking.parquet, gains.parquet, "
+          f"importance.parquet; look at it: tensorboard --logdir {study_dir}")
     if unfinished:
         print("interrupted: continue with the same command plus --resume", file=sys.stderr)
         return 130
-    return 1 if errors == len(frame) else 0
+    return 1 if len(configs) and errors == len(configs) else 0
 
 
 if __name__ == "__main__":

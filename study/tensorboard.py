@@ -20,10 +20,10 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
 from study.space import SearchSpace
-from study.trial_config import TRIAL_INDEX
+from study.trial_config import CONFIG_ID, CONTROL_KEYS
 
-TRIALS_SUBDIR = "tensorboard"
-SCALAR_PREFIXES = ("recall/", "breakdown/", "train/", "gap/", "time/", "check/", "whm")
+TRIALS_SUBDIR = "tensorboard"  # one run per configuration: tensorboard/<config id>
+SCALAR_PREFIXES = ("recall/", "breakdown/", "train/", "gap/", "time/", "check/", "whm", "seed/")
 
 
 def _mixed(values) -> bool:
@@ -32,11 +32,14 @@ def _mixed(values) -> bool:
 
 
 def trial_hparams(config: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
-    """The hyperparameters of one trial as TensorBoard shows them: sampled ones plus the seed."""
+    """The hyperparameters of one configuration as TensorBoard shows them (its seeds train together:
+    the metrics are seed means, per-seed curves are under `seed/<seed>/`)."""
     as_text = {p.name for p in space.parameters if p.kind == "choice" and _mixed(p.values)}
-    params = {k: str(v) if k in as_text else v for k, v in config.items() if k != TRIAL_INDEX}
-    params["seed"] = space.seeds[int(config.get(TRIAL_INDEX, 0))]
-    return params
+    return {k: str(v) if k in as_text else v for k, v in config.items() if k not in CONTROL_KEYS}
+
+
+def run_name(trial) -> str:
+    return str((trial.config or {}).get(CONFIG_ID, trial.trial_id))
 
 
 def _domain(parameter) -> hp.Domain:
@@ -54,14 +57,14 @@ def write_hparams_config(study_dir: Path, space: SearchSpace, metric_tags: list[
         return
     hparams = [hp.HParam(p.name, _domain(p)) for p in space.parameters]
     hparams += [hp.HParam(name, hp.Discrete([value])) for name, value in space.fixed.items()]
-    hparams.append(hp.HParam("seed", hp.Discrete(list(space.seeds))))
     metrics = [hp.Metric(tag) for tag in metric_tags]
     with SummaryWriter(log_dir=str(study_dir)) as writer:
         writer.file_writer.add_summary(hp.hparams_config_pb(hparams, metrics=metrics))
 
 
 class TensorBoardCallback(Callback):
-    """A run per trial under `<study>/tensorboard/<trial_id>`: session start, then every scalar."""
+    """A run per configuration under `<study>/tensorboard/<config id>`: session start, then every
+    scalar (the sync scheduler trains a configuration over several trials: one run still)."""
 
     def __init__(self, study_dir: Path, space: SearchSpace) -> None:
         self.study_dir, self.space = Path(study_dir), space
@@ -71,12 +74,16 @@ class TensorBoardCallback(Callback):
         return {"study_dir": self.study_dir, "space": self.space, "_writers": {}}
 
     def _writer(self, trial) -> SummaryWriter:
-        if trial.trial_id not in self._writers:
-            writer = SummaryWriter(log_dir=str(self.study_dir / TRIALS_SUBDIR / trial.trial_id))
-            params = trial_hparams(trial.config, self.space)
-            writer.file_writer.add_summary(hp.hparams_pb(params, trial_id=trial.trial_id))
-            self._writers[trial.trial_id] = writer
-        return self._writers[trial.trial_id]
+        name = run_name(trial)
+        if name not in self._writers:
+            directory = self.study_dir / TRIALS_SUBDIR / name
+            started = any(directory.glob("events.out.tfevents.*"))  # a later rung or a resumed study
+            writer = SummaryWriter(log_dir=str(directory))
+            if not started:
+                params = trial_hparams(trial.config, self.space)
+                writer.file_writer.add_summary(hp.hparams_pb(params, trial_id=name))
+            self._writers[name] = writer
+        return self._writers[name]
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         self._writer(trial)
@@ -90,7 +97,7 @@ class TensorBoardCallback(Callback):
         writer.flush()
 
     def _close(self, trial) -> None:
-        writer = self._writers.pop(trial.trial_id, None)
+        writer = self._writers.pop(run_name(trial), None)
         if writer is not None:
             writer.close()
 

@@ -9,27 +9,32 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
 import ray
 import ray.train
 import torch
 import torch.distributed as dist
 from ray.train.torch import TorchTrainer
 
+from study.budget import Budget, DatasetEntry
 from study.data import open_dataset
-from study.metrics import whm
-from study.space import Budget, DatasetEntry, cell_weights
+from study.space import cell_weights
 from study.trial_config import TrialConfig
-from study.worker import DatasetRun
+from study.trial_run import TrialRun, ranks_frame
+from study.worker import SeedRun
 
-CHECKPOINT_FILE = "state.pt"
+CHECKPOINT_FILE = "state.pt"  # weights, optimisers, random states, epoch, time (torch.load weights_only)
+HISTORY_FILE = "history.json"  # the metrics of every epoch so far
+RANKS_FILE = "ranks.parquet"  # every evaluated query's first-hit rank, every epoch so far
 
 
 @dataclass(frozen=True)
@@ -40,17 +45,45 @@ class RunSpec:
     budget: Budget
     datasets: tuple[DatasetEntry, ...]
     cell_weights: Mapping[str, float]  # "css/test@1" -> weight (A.9)
+    until: int  # train up to this epoch (a rung of the sync scheduler, else the budget's epochs)
     data_seed: int = 0
     cache_dir: str | None = None
     allow_missing_images: bool = False
     driver_node: str = ""  # node of the Tune function that launched this run (reported with the workers')
 
 
-def open_study_data(entry: DatasetEntry, *, scale: float, data_seed: int, cache_dir: str | None,
+def open_study_data(entry: DatasetEntry, *, budget: Budget, data_seed: int, cache_dir: str | None,
                     allow_missing_images: bool = False):
+    """A study's dataset at the size its entry, else its budget, asks for (None: the dataset's default)."""
     root = Path(entry.root) if entry.root else None
-    return open_dataset(entry.name, root=root, seed=data_seed, scale=scale, options=dict(entry.options),
-                        cache_dir=Path(cache_dir) if cache_dir else None, allow_missing_images=allow_missing_images)
+    return open_dataset(entry.name, root=root, seed=data_seed, scale=budget.scale, options=dict(entry.options),
+                        cache_dir=Path(cache_dir) if cache_dir else None, allow_missing_images=allow_missing_images,
+                        image_size=entry.image_size or budget.image_size)
+
+
+def setup_record(spec: RunSpec, run: TrialRun, world: int) -> dict[str, Any]:
+    """How this trial computed, stored with every result (issue 9: nothing silent)."""
+    record: dict[str, Any] = {
+        "setup/workers": world, "setup/threads": spec.budget.threads_per_worker,
+        "setup/precision": spec.budget.precision, "setup/channels_last": spec.budget.channels_last,
+        "setup/batch_size": spec.budget.batch_size, "setup/versions": package_versions(),
+    }
+    for share in (r.share for r in run.runs[spec.trial.seeds[0]]):
+        record[f"setup/image_size/{share.key}"] = share.data.train.image_size
+        record[f"setup/augment/{share.key}"] = share.entry.augment
+    return record
+
+
+def package_versions() -> str:
+    import platform
+
+    import numpy
+    import optuna
+    import torchvision
+
+    return json.dumps({"python": platform.python_version(), "torch": torch.__version__,
+                       "torchvision": torchvision.__version__, "ray": ray.__version__,
+                       "optuna": optuna.__version__, "numpy": numpy.__version__}, sort_keys=True)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -58,73 +91,63 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    torch.manual_seed(spec.trial.seed)  # identical initial replicas on every rank
-    runs = [
-        DatasetRun.build(
-            open_study_data(e, scale=spec.budget.scale, data_seed=spec.data_seed, cache_dir=spec.cache_dir,
-                            allow_missing_images=spec.allow_missing_images),
-            spec.trial, spec.budget, name=e.key, data_seed=spec.data_seed, device=device,
-        )
-        for e in spec.datasets
-    ]
-    start_epoch = _restore(runs)
-    nodes = _gather_node_ids(world)
-    for epoch in range(start_epoch, spec.budget.epochs):
-        began = time.time()
-        metrics: dict[str, Any] = {"epoch": epoch + 1}
-        for run in runs:
-            metrics.update(run.train_epoch(epoch, rank, world))
-        metrics["time/train_s"] = time.time() - began
-        metrics["check/replicas_identical"] = float(_replicas_identical(runs, world))
-        checkpoint = None
-        if rank == 0:
-            for run in runs:
-                metrics.update(run.evaluate())
-            metrics.update(category_averages(spec.datasets, metrics))
-            metrics["whm"] = whm(
-                [metrics[f"recall/{cell}"] for cell in spec.cell_weights], list(spec.cell_weights.values())
-            )
-            metrics["nodes"] = ",".join(sorted(set(nodes)))
-            metrics["driver_node"] = spec.driver_node
-            metrics["time/epoch_s"] = time.time() - began
-            checkpoint_dir = tempfile.mkdtemp(prefix="cirstudy-ckpt-")
-            torch.save({"epoch": epoch + 1, "runs": {r.name: r.state() for r in runs}},
-                       os.path.join(checkpoint_dir, CHECKPOINT_FILE))
-            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def category_averages(datasets: tuple[DatasetEntry, ...], metrics: Mapping[str, float]) -> dict[str, float]:
-    """Where a study lists one dataset several times with options (FashionIQ's dress, shirt and
-    toptee), the mean recall over them: `breakdown/fashioniq/<split>/average@K`, CMAP's mR."""
-    groups: dict[str, list[str]] = {}
-    for entry in datasets:
-        groups.setdefault(entry.name, []).append(entry.key)
-    averages = {}
-    for name, keys in groups.items():
-        if len(keys) < 2:
+    torch.set_num_threads(spec.budget.threads_per_worker)  # the budget's, not Ray's placement: it changes the floats
+    data = {e.key: open_study_data(e, budget=spec.budget, data_seed=spec.data_seed, cache_dir=spec.cache_dir,
+                                   allow_missing_images=spec.allow_missing_images) for e in spec.datasets}
+    run = TrialRun.build(spec.trial, spec.budget, spec.datasets, data, cell_weights=spec.cell_weights,
+                         data_seed=spec.data_seed, cache_dir=spec.cache_dir, rank=rank, world=world, device=device)
+    _restore(run)
+    if run.epoch >= spec.until:
+        # Trained this far before (a trial re-run after a resume, or a rung reached before the driver
+        # stopped): tell Tune the last result again, so the trial ends with the epoch it was asked for.
+        ray.train.report(run.history[-1] if rank == 0 and run.history else {"epoch": run.epoch})
+        return
+    nodes = ",".join(sorted(set(_gather_node_ids(world))))
+    setup = setup_record(spec, run, world)
+    for epoch in range(run.epoch, spec.until):
+        began, cpu_began = time.time(), time.process_time()
+        train_logs = run.train_epoch()
+        train_s = time.time() - began
+        evaluation, frames = run.evaluate()
+        run.epoch = epoch + 1
+        identical = _replicas_identical(run.all_runs(), world)
+        randomness = run.gather_randomness()
+        times = run.timed(time.time() - began, time.process_time() - cpu_began)
+        if rank != 0:
+            ray.train.report({"epoch": run.epoch})
             continue
-        for key in [k for k in metrics if k.startswith(f"recall/{keys[0]}/")]:
-            split_k = key.removeprefix(f"recall/{keys[0]}/")  # "test@10"
-            values = [metrics[f"recall/{other}/{split_k}"] for other in keys]
-            split, k = split_k.split("@")
-            averages[f"breakdown/{name}/{split}/average@{k}"] = sum(values) / len(values)
-    return averages
+        metrics = run.epoch_metrics(train_logs, evaluation)
+        metrics.update(times)
+        metrics.update(setup)
+        metrics.update({
+            "epoch": run.epoch, "until": spec.until, "config_id": spec.trial.config_id,
+            "check/replicas_identical": float(identical), "time/train_s": train_s,
+            "time/epoch_s": time.time() - began, "nodes": nodes, "driver_node": spec.driver_node,
+        })
+        run.history.append(metrics)
+        run.ranks.extend(frames)
+        # A temporary directory that is removed once report() has copied it into storage: one
+        # checkpoint per trial is kept (num_to_keep=1) and nothing is left behind in /tmp.
+        with tempfile.TemporaryDirectory(prefix="cirstudy-ckpt-") as directory:
+            torch.save(run.state(randomness), os.path.join(directory, CHECKPOINT_FILE))
+            Path(directory, HISTORY_FILE).write_text(json.dumps(run.history))
+            ranks_frame(run.ranks).to_parquet(os.path.join(directory, RANKS_FILE), index=False)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
-def _restore(runs: list[DatasetRun]) -> int:
+def _restore(run: TrialRun) -> None:
     """Continue from the last checkpoint of this run (Train V2 resumes a stable run name)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0
+        return
     with checkpoint.as_directory() as directory:
         state = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-    for run in runs:
-        run.load_state(state["runs"][run.name])
-    return int(state["epoch"])
+        history = json.loads(Path(directory, HISTORY_FILE).read_text())
+        ranks = pd.read_parquet(os.path.join(directory, RANKS_FILE))
+    run.load_state(state, history, ranks)
 
 
-def _replicas_identical(runs: list[DatasetRun], world: int) -> bool:
+def _replicas_identical(runs: list[SeedRun], world: int) -> bool:
     """Whether every rank holds bit-identical parameters (data parallelism, GA's noise included,
     must keep them so); a cheap fingerprint per rank, gathered."""
     if world == 1:
@@ -180,7 +203,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-encoder", default="small_cnn", choices=["small_cnn", "resnet18"])
     parser.add_argument("--K", type=lambda v: v if v == "batch" else int(v), default=2,
                         help="candidates per group in the matching loss (an int >= 2, or `batch`)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, action="append", help="repeatable: every seed trains in this one run; default 0")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker (they change the floats)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a regulariser hyperparameter, e.g. regularizer=ga, ga_strength=0.01")
     parser.add_argument("--storage", default="studies/_train")
@@ -207,27 +231,28 @@ def main(argv: list[str] | None = None) -> int:
         name, value = item.split("=", 1)
         params[name] = _parse_value(value)
     try:
-        trial = TrialConfig.from_params(params, seeds=(args.seed,), where="command line")
+        trial = TrialConfig.from_params(params, seeds=tuple(args.seed or [0]), where="command line")
+        budget = Budget(
+            num_samples=1, epochs=args.epochs, scale=args.scale, batch_size=args.batch_size, embed_dim=args.embed_dim,
+            image_encoder=args.image_encoder, workers_per_trial=args.workers, threads_per_worker=args.threads,
+            gpus_per_worker=1.0 if args.use_gpu else 0.0, cpus_per_worker=1.0,
+        )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    budget = Budget(
-        num_samples=1, epochs=args.epochs, scale=args.scale, batch_size=args.batch_size, embed_dim=args.embed_dim,
-        image_encoder=args.image_encoder, workers_per_trial=args.workers,
-        gpus_per_worker=1.0 if args.use_gpu else 0.0, cpus_per_worker=1.0,
-    )
     datasets = tuple(DatasetEntry(name) for name in (args.dataset or ["css"]))
     if trial.candidates(budget.batch_size) > budget.batch_size:
         print(f"error: K={trial.k} exceeds the batch size {budget.batch_size}", file=sys.stderr)
         return 2
     print(f"preparing data: {[d.key for d in datasets]} at scale {args.scale}", flush=True)
-    ks = {d.key: open_study_data(d, scale=args.scale, data_seed=0, cache_dir=None).recall_ks for d in datasets}
-    weights = cell_weights(datasets, {"test": 1.0}, {k: 1.0 for d in ks.values() for k in d}, ks)
-    spec = RunSpec(trial=trial, budget=budget, datasets=datasets, cell_weights=weights)
+    ks = {d.key: open_study_data(d, budget=budget, data_seed=0, cache_dir=None).recall_ks for d in datasets}
+    weights = cell_weights(datasets, {"test": 1.0}, None, ks)
+    spec = RunSpec(trial=trial, budget=budget, datasets=datasets, cell_weights=weights, until=budget.epochs)
     ray.init(address=args.address)
     storage = str(Path(args.storage).resolve())
     result = build_trainer(spec, run_name=f"train-{args.composer}-{int(time.time())}", storage_path=storage).fit()
-    final = {k: v for k, v in result.metrics.items() if k.startswith(("recall/", "whm", "epoch", "check/"))}
+    final = {k: v for k, v in result.metrics.items()
+             if k.startswith(("recall/", "whm", "epoch", "check/", "seed/")) and "/breakdown/" not in k}
     for key in sorted(final):
         print(f"{key:28s} {final[key]:.4f}" if isinstance(final[key], float) else f"{key:28s} {final[key]}")
     print(f"checkpoint: {result.checkpoint.path if result.checkpoint else None}")

@@ -1,8 +1,10 @@
-"""The Tune function for one trial: one configuration, one seed, ONE TorchTrainer that trains it on
-every dataset of the study (platform-notes.md: Train V2 inside a Tune function trainable).
+"""The Tune function for one trial: one configuration, ALL its seeds, in ONE TorchTrainer that
+trains it on every dataset of the study (platform-notes.md: Train V2 inside a Tune function
+trainable). ASHA and Optuna see the seed-mean WHM at equal epochs.
 
-The TorchTrainer gets a run name that is stable per trial (`train-<trial_id>`), so a resumed study
-or a restarted trial continues from Train's last checkpoint instead of starting over.
+The TorchTrainer's run name is stable per configuration (`train-<config id>`), so a resumed study,
+a restarted trial or the sync scheduler's next rung continues from Train's last checkpoint instead
+of starting over.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from study.space import Budget, DatasetEntry
+from study.budget import Budget, DatasetEntry
 from study.train import RunSpec, build_trainer
 from study.trial_config import TrialConfig
 
@@ -28,8 +30,12 @@ class StudySettings:
     cell_weights: Mapping[str, float]
     data_seed: int
     cache_dir: str | None
-    train_storage: str  # Train's checkpoints: <study>/train/train-<trial_id>/
+    train_storage: str  # Train's checkpoints: <study>/train/train-<config id>/
     allow_missing_images: bool = False
+
+
+def train_run_name(config_id: str) -> str:
+    return f"train-{config_id}"
 
 
 def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
@@ -37,11 +43,13 @@ def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
     trial = TrialConfig.from_params(config, seeds=settings.seeds, where=f"trial {trial_id}")
     spec = RunSpec(
         trial=trial, budget=settings.budget, datasets=settings.datasets, cell_weights=settings.cell_weights,
+        until=min(trial.until or settings.budget.epochs, settings.budget.epochs),
         data_seed=settings.data_seed, cache_dir=settings.cache_dir,
         allow_missing_images=settings.allow_missing_images, driver_node=ray.get_runtime_context().get_node_id(),
     )
     trainer = build_trainer(
-        spec, run_name=f"train-{trial_id}", storage_path=settings.train_storage, callbacks=[TuneReportCallback()]
+        spec, run_name=train_run_name(trial.config_id), storage_path=settings.train_storage,
+        callbacks=[TuneReportCallback()],
     )
     trainer.fit()
 

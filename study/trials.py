@@ -1,9 +1,20 @@
-"""Tune's ResultGrid -> `trials.parquet`: one row per trial with every hyperparameter, the seed,
-every per-dataset per-split per-K recall, the WHM, status, wall time and the nodes it ran on."""
+"""Tune's trials + each configuration's Train checkpoint -> the study's tables.
+
+* `trials.parquet`: one row per (configuration, seed) at the configuration's scored epoch: the last
+  epoch Tune saw it report, which all its seeds reached together (they train in one trial). Every
+  hyperparameter (`param/*`), the seed, every per-dataset per-split per-K recall, the WHM, status,
+  whether the scheduler stopped it early, time and compute (accumulated over resumes), where it ran,
+  and how it computed (budget, image sizes, precision, workers, threads, package versions).
+* `history.parquet`: one row per (configuration, seed, epoch) up to the scored epoch, read from the
+  checkpoint's history, so a resumed trial loses no epoch.
+* `ranks/<config_id>.parquet`: every evaluated query's first-hit rank, every epoch (the statistics
+  resample queries, methods.md A.9), copied from the checkpoint.
+"""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,40 +23,118 @@ from ray.tune import ExperimentAnalysis
 
 from study.parquet_io import CELL_WEIGHTS_KEY, write_parquet_atomic
 from study.space import SearchSpace
-from study.trial_config import TRIAL_INDEX
+from study.trainable import train_run_name
+from study.trial_config import BASELINE_OF, CONFIG_ID, CONTROL_KEYS, ROLE, UNTIL
+from study.train import HISTORY_FILE, RANKS_FILE
+from study.trial_run import seed_prefix
 
 TRIALS_FILE = "trials.parquet"
+HISTORY_TABLE = "history.parquet"
+RANKS_DIR = "ranks"
 MANIFESTS_KEY = b"cirstudy.manifests"  # dataset key -> ImageManifest: which images a study really used
+METRIC_PREFIXES = ("recall/", "breakdown/", "gap/", "train/")
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+STATUS_ORDER = {"TERMINATED": 0, "ERROR": 1, "PAUSED": 2, "PENDING": 3, "RUNNING": 4}
 
 
-def trial_row(trial_id: str, status: str, config: Mapping[str, Any], metrics: Mapping[str, Any], *,
-              space: SearchSpace) -> dict:
-    row: dict[str, Any] = {
-        "trial_id": trial_id,
-        "status": status,  # Tune's: TERMINATED (finished or stopped by ASHA), ERROR, PENDING, RUNNING, PAUSED
-        "seed": space.seeds[int(config.get(TRIAL_INDEX, 0))],
-    }
-    for name in space.parameter_names():
-        row[f"param/{name}"] = config.get(name)  # None where a conditional parameter was inactive
-    for key, value in metrics.items():
-        if key.startswith(("recall/", "breakdown/", "gap/")):
-            row[key] = float(value)
-    row["whm"] = float(metrics["whm"]) if "whm" in metrics else float("nan")
-    row["epoch"] = int(metrics.get("epoch", 0))
-    row["wall_time_s"] = float(metrics.get("time_total_s", 0.0))
-    row["nodes"] = str(metrics.get("nodes", ""))  # the Train workers' nodes
-    row["driver_node"] = str(metrics.get("driver_node", ""))
-    return row
+@dataclass
+class Configuration:
+    """What the study knows of one configuration, over the Tune trials that trained it."""
+
+    config_id: str
+    params: dict[str, Any]
+    role: str
+    baseline_id: str | None
+    trial_id: str = ""
+    status: str = "PENDING"
+    until: int = 0
+    seen_epoch: int = 0  # the last epoch Tune saw reported
+    last_result: dict[str, Any] = field(default_factory=dict)
 
 
-def trials_frame(study_dir: Path, space: SearchSpace) -> pd.DataFrame:
-    """Every trial Tune knows of in `study_dir`, finished or not (an interrupted study included)."""
+def configurations(study_dir: Path) -> list[Configuration]:
+    """Every configuration of the study, in config-id order; the latest trial (highest rung) decides
+    its status."""
     analysis = ExperimentAnalysis(str(study_dir))
-    rows = [
-        trial_row(trial.trial_id, trial.status, trial.config or {}, trial.last_result or {}, space=space)
-        for trial in analysis.trials
-    ]
-    frame = pd.DataFrame(rows)
+    found: dict[str, Configuration] = {}
+    for trial in analysis.trials:
+        config = dict(trial.config or {})
+        config_id = str(config.get(CONFIG_ID, trial.trial_id))
+        entry = found.setdefault(config_id, Configuration(
+            config_id, {k: v for k, v in config.items() if k not in CONTROL_KEYS},
+            str(config.get(ROLE, "searched")), config.get(BASELINE_OF)))
+        result = trial.last_result or {}
+        until = int(config.get(UNTIL) or 0)
+        later = (until, -STATUS_ORDER.get(trial.status, 5)) >= (entry.until, -STATUS_ORDER.get(entry.status, 5))
+        if later:
+            entry.trial_id, entry.status, entry.until = trial.trial_id, trial.status, until
+        if int(result.get("epoch", 0)) >= entry.seen_epoch and "epoch" in result:
+            entry.seen_epoch, entry.last_result = int(result["epoch"]), dict(result)
+    return [found[key] for key in sorted(found)]
+
+
+def latest_checkpoint(train_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder of a Train run (num_to_keep=1 leaves one; two while the
+    next is being written)."""
+    complete = [p for p in sorted(train_dir.glob("checkpoint_*")) if (p / HISTORY_FILE).is_file()]
+    return complete[-1] if complete else None
+
+
+def read_history(study_dir: Path, config_id: str) -> tuple[list[dict[str, Any]], Path | None]:
+    checkpoint = latest_checkpoint(study_dir / "train" / train_run_name(config_id))
+    if checkpoint is None:
+        return [], None
+    return json.loads((checkpoint / HISTORY_FILE).read_text()), checkpoint
+
+
+def _seed_metrics(metrics: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    prefix = seed_prefix(seed)
+    return {k.removeprefix(prefix): float(v) for k, v in metrics.items()
+            if k.startswith(prefix) and isinstance(v, (int, float))}
+
+
+def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) of every configuration Tune knows of, finished or not; copies each
+    configuration's ranks file into `<study>/ranks/`."""
+    rows, history_rows = [], []
+    for config in configurations(study_dir):
+        history, checkpoint = read_history(study_dir, config.config_id)
+        if not history and config.last_result:  # no checkpoint yet: what Tune saw is all there is
+            history = [config.last_result]
+        scored = config.seen_epoch or (int(history[-1]["epoch"]) if history else 0)
+        history = [h for h in history if int(h["epoch"]) <= scored]
+        if checkpoint is not None and (checkpoint / RANKS_FILE).is_file():
+            _copy_atomic(checkpoint / RANKS_FILE, study_dir / RANKS_DIR / f"{config.config_id}.parquet")
+        last = history[-1] if history else {}
+        base = {
+            "config_id": config.config_id, "trial_id": config.trial_id, "role": config.role,
+            "baseline_id": config.baseline_id, "status": config.status, "epoch": int(last.get("epoch", 0)),
+            "max_epochs": epochs,
+            "stopped_early": config.status == "TERMINATED" and int(last.get("epoch", 0)) < epochs,
+        }
+        for name in space.parameter_names():
+            base[f"param/{name}"] = config.params.get(name)  # None where a conditional parameter was inactive
+        for seed in space.seeds:
+            per_seed = _seed_metrics(last, seed)
+            row = {**base, "seed": seed}
+            row.update({k: v for k, v in per_seed.items() if k.startswith(METRIC_PREFIXES)})
+            row["whm"] = per_seed.get("whm", float("nan"))
+            row["wall_time_s"] = float(last.get("time/total_s", 0.0))
+            row["cpu_s"] = float(last.get("time/cpu_s", 0.0))
+            row["gpu_s"] = float(last.get("time/gpu_s", 0.0))
+            row["nodes"] = str(last.get("nodes", ""))  # the Train workers' nodes
+            row["driver_node"] = str(last.get("driver_node", ""))
+            row["budget"] = budget_name
+            row.update({k: v for k, v in last.items() if k.startswith("setup/")})
+            rows.append(row)
+            for entry in history:
+                values = _seed_metrics(entry, seed)
+                history_rows.append({"config_id": config.config_id, "seed": seed, "epoch": int(entry["epoch"]),
+                                     **{k: v for k, v in values.items() if k.startswith((*METRIC_PREFIXES, "whm"))}})
+    return _uniform_params(pd.DataFrame(rows)), pd.DataFrame(history_rows)
+
+
+def _uniform_params(frame: pd.DataFrame) -> pd.DataFrame:
     for column in [c for c in frame.columns if c.startswith("param/")]:
         values = frame[column].dropna()
         if values.empty:  # a conditional parameter no trial sampled: a float column of nulls
@@ -55,12 +144,20 @@ def trials_frame(study_dir: Path, space: SearchSpace) -> pd.DataFrame:
     return frame
 
 
-def write_trials(frame: pd.DataFrame, study_dir: Path, cell_weights: Mapping[str, float],
+def _copy_atomic(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.tmp")
+    shutil.copyfile(source, temporary)
+    temporary.replace(destination)
+
+
+def write_trials(frame: pd.DataFrame, history: pd.DataFrame, study_dir: Path, cell_weights: Mapping[str, float],
                  manifests: Mapping[str, Any] | None = None) -> Path:
-    """trials.parquet, with the WHM cell weights and each dataset's image manifest (counts of
-    listed and missing images and a hash of the image list) in its metadata."""
+    """trials.parquet and history.parquet, with the WHM cell weights and each dataset's image
+    manifest (counts of listed and missing images and a hash of the image list) in their metadata."""
     path = Path(study_dir) / TRIALS_FILE
     metadata = {CELL_WEIGHTS_KEY: json.dumps(dict(cell_weights)).encode(),
                 MANIFESTS_KEY: json.dumps({k: asdict(m) if m else None for k, m in (manifests or {}).items()}).encode()}
     write_parquet_atomic(frame, path, metadata=metadata)
+    write_parquet_atomic(history, Path(study_dir) / HISTORY_TABLE, metadata=metadata)
     return path
