@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from models.registry import Registry
@@ -85,6 +84,8 @@ class ResNet18(nn.Module):
 
     def __init__(self, embed_dim: int, weights: str | None = None) -> None:
         super().__init__()
+        import torchvision  # here, not at the top: importing it costs every Ray worker about 3 s (torch._dynamo)
+
         net = torchvision.models.resnet18(weights=None)  # never download: weights come from a local file
         if weights is not None:
             _load_resnet_weights(net, weights)

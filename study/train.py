@@ -75,15 +75,12 @@ def setup_record(spec: RunSpec, run: TrialRun, world: int) -> dict[str, Any]:
 
 
 def package_versions() -> str:
+    """The versions that decide a trial's numbers, read from the installed metadata (no imports)."""
     import platform
+    from importlib.metadata import version
 
-    import numpy
-    import optuna
-    import torchvision
-
-    return json.dumps({"python": platform.python_version(), "torch": torch.__version__,
-                       "torchvision": torchvision.__version__, "ray": ray.__version__,
-                       "optuna": optuna.__version__, "numpy": numpy.__version__}, sort_keys=True)
+    packages = ("torch", "torchvision", "ray", "optuna", "numpy")
+    return json.dumps({"python": platform.python_version(), **{p: version(p) for p in packages}}, sort_keys=True)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """A `sampler: grid` space end to end with the asynchronous scheduler (tests/spaces/tiny_grid.yaml):
-every cell of the factorial runs exactly once with every seed, every regulariser trains inside a
+every cell of the factorial runs exactly once with every seed, GA and MMGrad train inside a
 real study, and each regulariser's gain is reported against its matched baseline (the `none` cell,
 run once and shared)."""
 from __future__ import annotations

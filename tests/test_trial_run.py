@@ -14,7 +14,7 @@ from study.data import open_dataset
 from study.trial_config import TrialConfig
 from study.trial_run import TrialRun, ranks_frame
 
-BUDGET = Budget(epochs=2, scale=0.01, embed_dim=16, batch_size=8, train_eval_queries=20, max_steps_per_epoch=3)
+BUDGET = Budget(epochs=2, scale=0.01, embed_dim=16, batch_size=8, train_eval_queries=10, max_steps_per_epoch=2)
 ENTRIES = (DatasetEntry("css"),)
 WEIGHTS = {"css/test@1": 1.0, "css/test@10": 1.0}
 # GA's noise and input-gradient penalty, dropout in the text encoder: every source of randomness
