@@ -3,7 +3,12 @@ two-node Ray cluster (`ray.cluster_utils.Cluster`), twice over the same small st
 (tests/spaces/tiny.yaml): once uninterrupted, once killed with SIGKILL after its first finished
 trial and resumed. Then what a user looks at: the Parquet tables (the same in both runs, seeds
 scored at their common epoch, matched baselines), the ranking recomputed by hand, and the
-TensorBoard files read back with TensorBoard's own reader (issue 9, "Done when").
+TensorBoard files read back with TensorBoard's own reader (issue 9, "Done when"). Beside them, on
+the same cluster, a grid study with the asynchronous scheduler (the last test).
+
+The studies run at the same time, once per session: a tiny trial is mostly Ray start-up and
+waiting, so three studies side by side take little longer than one, and the sync scheduler's tables
+do not depend on load.
 
 The second run is both "another run of the study" and "a killed and resumed study": it trains
 most of its trials from scratch after the resume (every trial but the first finished one), so
@@ -16,6 +21,7 @@ import math
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,61 +30,83 @@ import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from study.space import load_space
+from study.space import grid_points, load_space
 
 pytestmark = pytest.mark.slow
 
-SPACE = Path(__file__).parent / "spaces" / "tiny.yaml"
+SPACES = Path(__file__).parent / "spaces"
+SPACE = SPACES / "tiny.yaml"  # sync scheduler: run twice, once killed and resumed
+GRID_SPACE = SPACES / "tiny_grid.yaml"  # a grid with the asynchronous scheduler
+
+
+@dataclass
+class Finished:
+    study_dir: Path
+    stdout: str
+    stderr: str
+
+
+def _command(cluster, space: Path, storage: Path, cache: Path, scheduler: str) -> list[str]:
+    return [sys.executable, "-m", "study.run", "--space", str(space), "--budget", "smoke", "--scheduler", scheduler,
+            "--address", cluster.address, "--storage", str(storage), "--cache-dir", str(cache)]
+
+
+class _Driver:
+    """A study.run process whose output goes to files (a full pipe would stall it)."""
+
+    def __init__(self, command: list[str], logs: Path, study_dir: Path) -> None:
+        self.out, self.err, self.study_dir = logs.with_suffix(".out"), logs.with_suffix(".err"), study_dir
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+
+    def finish(self) -> Finished:
+        self.process.wait()
+        stdout, stderr = self.out.read_text(), self.err.read_text()
+        assert self.process.returncode == 0, stdout[-3000:] + stderr[-6000:]
+        return Finished(self.study_dir, stdout, stderr)
+
+
+@pytest.fixture(scope="session")
+def studies(tmp_path_factory) -> dict:
+    """The three studies, run side by side on one two-node cluster."""
+    from ray.cluster_utils import Cluster
+
+    root = tmp_path_factory.mktemp("studies")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    try:
+        def start(name: str, space: Path, scheduler: str, *extra: str) -> _Driver:
+            command = _command(cluster, space, root / name, root / "cache", scheduler) + list(extra)
+            return _Driver(command, root / f"{name}{len(extra)}", root / name / space.stem)
+
+        first, grid = start("first", SPACE, "sync"), start("grid", GRID_SPACE, "asha")
+        killed = subprocess.Popen(_command(cluster, SPACE, root / "resumed", root / "cache", "sync"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in killed.stderr:  # progress lines: "... trial <id> finished"
+            if line.rstrip().endswith(" finished"):
+                break
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate()
+        assert (root / "resumed" / "tiny" / "tuner.pkl").is_file()
+        resumed = start("resumed", SPACE, "sync", "--resume")
+        return {"first": first.finish(), "grid": grid.finish(), "resumed": resumed.finish(),
+                "nodes": {node.node_id for node in cluster.list_all_nodes()}}
+    finally:
+        cluster.shutdown()
+
 # what two runs of one study must agree on (trial ids, nodes and seconds differ by nature)
 SAME = ["config_id", "role", "baseline_id", "status", "seed", "epoch", "stopped_early"]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
+def first(studies) -> tuple[Path, Finished]:  # the uninterrupted run
+    return studies["first"].study_dir, studies["first"]
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-def command(cluster, storage: Path, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "study.run", "--space", str(SPACE), "--budget", "smoke", "--scheduler", "sync",
-            "--address", cluster.address, "--storage", str(storage), "--cache-dir", str(cache)]
-
-
-def run_study(cluster, storage: Path, cache: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    done = subprocess.run(command(cluster, storage, cache), capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    return storage / "tiny", done
-
-
-@pytest.fixture(scope="module")
-def first(cluster, cache, tmp_path_factory):
-    return run_study(cluster, tmp_path_factory.mktemp("first"), cache)
-
-
-@pytest.fixture(scope="module")
-def resumed(cluster, cache, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("resumed")
-    driver = subprocess.Popen(command(cluster, storage, cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-    for line in driver.stderr:  # progress lines: "... trial <id> finished"
-        if line.rstrip().endswith(" finished"):
-            break
-    driver.send_signal(signal.SIGKILL)
-    driver.communicate()
-    assert (storage / "tiny" / "tuner.pkl").is_file()
-    done = subprocess.run(command(cluster, storage, cache) + ["--resume"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    return storage / "tiny", done
+def resumed(studies) -> tuple[Path, Finished]:  # killed after its first finished trial, then resumed
+    return studies["resumed"].study_dir, studies["resumed"]
 
 
 def trials(study_dir: Path) -> pd.DataFrame:
@@ -94,11 +122,12 @@ def test_prints_progress_and_ranking(first) -> None:
     assert "rank" in done.stdout
 
 
-def test_configurations_ran_on_both_nodes(first, cluster) -> None:
-    study_dir, _ = first
-    frame = pd.read_parquet(study_dir / "trials.parquet")
-    used = {node for nodes in frame["nodes"] for node in nodes.split(",") if node} | set(frame["driver_node"])
-    assert used == {node.node_id for node in cluster.list_all_nodes()}
+def test_configurations_ran_on_both_nodes(studies) -> None:
+    used = set()
+    for name in ("first", "resumed", "grid"):
+        frame = pd.read_parquet(studies[name].study_dir / "trials.parquet")
+        used |= {node for nodes in frame["nodes"] for node in nodes.split(",") if node} | set(frame["driver_node"])
+    assert used == studies["nodes"]
 
 
 def test_every_seed_of_a_configuration_is_scored_at_one_epoch(first) -> None:
@@ -195,3 +224,27 @@ def test_tensorboard_lists_every_hyperparameter_for_every_configuration(first) -
         active = {c.removeprefix("param/") for c in frame.columns if c.startswith("param/") and pd.notna(row[c])}
         assert set(info.hparams) == active
         assert {"whm", "recall/css/test@1", "seed/0/whm", "seed/1/whm"} <= scalars
+
+
+# A `sampler: grid` space with the asynchronous scheduler (tests/spaces/tiny_grid.yaml): every cell of
+# the factorial runs exactly once with every seed, GA and MMGrad train inside a real study, and each
+# regulariser's gain is reported against its matched baseline (the `none` cell, run once and shared).
+def test_grid_covers_the_factorial_with_matched_baselines(studies) -> None:
+    study_dir = studies["grid"].study_dir
+    trials = pd.read_parquet(study_dir / "trials.parquet")
+    space = load_space(GRID_SPACE)
+    assert (trials["status"] == "TERMINATED").all()
+    assert set(trials["seed"]) == set(space.seeds)
+
+    def cell(row) -> tuple:
+        return tuple(sorted((c.removeprefix("param/"), row[c]) for c in trials.columns
+                            if c.startswith("param/") and pd.notna(row[c])))
+
+    expected = sorted(tuple(sorted(point.items())) for point in grid_points(space))
+    assert sorted(cell(row) for _, row in trials.iterrows()) == expected  # each cell exactly once
+    baseline = trials[trials["param/regularizer"] == "none"]
+    assert len(baseline) == 1 and baseline["role"].item() == "baseline"
+    regularised = trials[trials["param/regularizer"] != "none"]
+    assert (regularised["baseline_id"] == baseline["config_id"].item()).all()
+    gains = pd.read_parquet(study_dir / "gains.parquet")
+    assert set(gains["config_id"]) == set(regularised["config_id"])
