@@ -17,7 +17,8 @@ write one of those layouts: "css" (CSS-2D), "states" (MIT-States-like) and "fash
 (Fashion200k-like); see methods.md A.10 and B.7. Every loader checks its files at the edge
 (study/data/checks.py): one DatasetError names the bad file and line. Images are delivered square
 at `image_size` by TIRG's preprocessing (study/data/images.py) and decoded once per node into a
-file every process reads (study/data/image_cache.py).
+file every process reads (study/data/image_cache.py). What opening a dataset computed is cached per
+node too (study/data/dataset_cache.py): a later trial reads it from one file.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import Any, Mapping
 from study.data import css, css_generate, fashion, fashion200k, fashioniq, mitstates, shoes, states  # noqa: F401
 from study.data.cache import default_cache_dir, known_datasets, prepare_generated
 from study.data.checks import check_image_size
+from study.data.dataset_cache import DatasetRequest, open_cached
 from study.data.errors import DatasetError
 from study.data.image_cache import ImageMap, open_image_map
 from study.data.images import Preprocessing
@@ -64,7 +66,12 @@ def open_dataset(
 
     `image_size` is the square side S every split is delivered at (`Split.image_size`; resize the
     shorter side to S, centre-crop: `Preprocessing`). None: 224 for a real layout, the generator's
-    native size (64) for generated data (a folder holding `generated.json`)."""
+    native size (64) for generated data (a folder holding `generated.json`).
+
+    The first open of a dataset on a node reads its files and writes what it got into the cache
+    folder (`cache_dir`, default $CIRSTUDY_CACHE or ~/.cache/cirstudy/data, in `datasets/`); a later
+    open reads that back while the annotation files and image folders are unchanged
+    (study/data/dataset_cache.py says what is checked, and what is not)."""
     if name not in DATASETS and name not in GENERATORS:
         raise DatasetError(
             f"unknown dataset {name!r}; known: {known_datasets()} "
@@ -82,8 +89,14 @@ def open_dataset(
     options = dict(options or {})
     if "allow_missing_images" in options:
         raise DatasetError(f"dataset {name}: pass allow_missing_images as open_dataset's own argument, not among options")
-    data = DATASETS.get(loader)(folder, allow_missing_images=allow_missing_images, **options)
-    if size is not None:
-        data = dataclasses.replace(data, train=dataclasses.replace(data.train, image_size=size),
+
+    def load() -> RetrievalData:
+        data = DATASETS.get(loader)(folder, allow_missing_images=allow_missing_images, **options)
+        if size is None:
+            return data
+        return dataclasses.replace(data, train=dataclasses.replace(data.train, image_size=size),
                                    test=dataclasses.replace(data.test, image_size=size))
+
+    request = DatasetRequest(loader, folder, options, allow_missing_images, size)
+    data = open_cached(request, load, cache_dir=cache_dir)
     return dataclasses.replace(data, name=name)

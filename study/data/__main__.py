@@ -4,7 +4,7 @@
     python -m study.data generate fashion --out /tmp/fashion --scale 0.05
     python -m study.data describe /tmp/css [--grid /tmp/grid.png]
     python -m study.data describe /data/fashioniq --option category=shirt
-    python -m study.data cache list [--cache-dir DIR]            # decoded image maps: what, size, last use
+    python -m study.data cache list [--cache-dir DIR]            # image maps and opened datasets: what, size, last use
     python -m study.data cache clear [--older-than DAYS] [--cache-dir DIR]
 """
 from __future__ import annotations
@@ -15,7 +15,9 @@ from pathlib import Path
 
 from study.data import GENERATORS, DatasetError, known_datasets
 from study.data.cache import generate_into, generator
-from study.data.cache_admin import clear_maps, describe_maps, list_maps
+from study.data.cache_admin import clear_datasets, clear_maps, describe_datasets, describe_maps, list_datasets, list_maps
+from study.data.dataset_cache import SUFFIX as ENTRY_SUFFIX
+from study.data.dataset_cache import dataset_cache_dir
 from study.data.describe import describe
 from study.data.image_cache import SUFFIX, image_cache_dir
 
@@ -32,14 +34,17 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _cache(args: argparse.Namespace) -> None:
-    folder = image_cache_dir(args.cache_dir)
+    folder, datasets = image_cache_dir(args.cache_dir), dataset_cache_dir(args.cache_dir)
     if args.action == "list":
         print("\n".join(describe_maps(list_maps(args.cache_dir), folder)))
+        print("\n".join(describe_datasets(list_datasets(args.cache_dir), datasets)))
         return
     deleted, skipped = clear_maps(args.cache_dir, older_than_days=args.older_than)
     which = f" unused for more than {args.older_than:g} days" if args.older_than is not None else ""
     print(f"deleted {sum(p.suffix == SUFFIX for p in deleted)} image maps{which} ({len(deleted)} files) from {folder}")
-    for path in skipped:
+    gone, kept = clear_datasets(args.cache_dir, older_than_days=args.older_than)
+    print(f"deleted {sum(p.suffix == ENTRY_SUFFIX for p in gone)} opened datasets{which} ({len(gone)} files) from {datasets}")
+    for path in skipped + kept:
         print(f"kept {path.name}: a process is building or opening it", file=sys.stderr)
 
 
@@ -66,12 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     desc.add_argument("--grid", type=Path, default=None, help="PNG path (default ROOT/sample_grid.png)")
     desc.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                       help="loader option, e.g. category=shirt for fashioniq (repeatable)")
-    cache = commands.add_parser("cache", help="the node's decoded image maps: list them, or clear them")
+    cache = commands.add_parser("cache", help="the node's decoded image maps and opened datasets: list them, or clear them")
     cache.add_argument("action", choices=["list", "clear"])
     cache.add_argument("--cache-dir", type=Path, default=None,
-                       help="the study's cache folder (maps are in its images/); default $CIRSTUDY_CACHE or ~/.cache/cirstudy/data")
+                       help="the study's cache folder (maps are in its images/, opened datasets in datasets/); "
+                            "default $CIRSTUDY_CACHE or ~/.cache/cirstudy/data")
     cache.add_argument("--older-than", type=float, default=None, metavar="DAYS",
-                       help="clear only maps no process opened for this many days")
+                       help="clear only items no process opened for this many days")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":

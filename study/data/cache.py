@@ -3,9 +3,10 @@
 Every trial of a study on one node asks for the same data; the first process builds it, the others
 wait on a file lock and reuse it (the "lock around shared downloads" of Ray Tune's examples). A
 build writes into a temporary path beside the final one and renames it into place (`build_atomically`),
-so an item under its final name is always complete, even if a process dies mid-way. Two kinds of
-item use it: generated datasets (one folder per generator, version, seed and scale: here) and
-decoded image maps (one file per split, size and preprocessing: study/data/image_cache.py).
+so an item under its final name is always complete, even if a process dies mid-way. Three kinds of
+item use it: generated datasets (one folder per generator, version, seed and scale: here), decoded
+image maps (one file per split, size and preprocessing: study/data/image_cache.py) and opened
+datasets (one file per loader, root, options and size: study/data/dataset_cache.py).
 """
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""What the node's image cache holds, and freeing it: `python -m study.data cache list|clear`.
+"""What the node's cache holds, and freeing it: `python -m study.data cache list|clear`.
 
-A map is "used" each time a process opens it (open_image_map touches its mtime), so `clear
---older-than DAYS` keeps what recent studies read. A map whose lock is held (being built, or being
-checked by a starting trial) is skipped, never deleted under a writer; a reader that already has a
-map open keeps reading it after it is deleted (POSIX keeps the file until the last descriptor closes).
+Two kinds of item: decoded image maps (`<cache>/images/*.cirimg`, study/data/image_cache.py) and
+opened datasets (`<cache>/datasets/*.cirdata`, study/data/dataset_cache.py). An item is "used" each
+time a process opens it (its mtime is touched), so `clear --older-than DAYS` keeps what recent
+studies read. An item whose lock is held (being built, or being checked by a starting trial) is
+skipped, never deleted under a writer; a reader that already has a map open keeps reading it after
+it is deleted (POSIX keeps the file until the last descriptor closes).
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from pathlib import Path
 from filelock import Timeout
 
 from study.data.cache import item_lock, remove_path
+from study.data.dataset_cache import SUFFIX as ENTRY_SUFFIX
+from study.data.dataset_cache import DamagedEntry, EntryHeader, dataset_cache_dir, read_entry_header
 from study.data.errors import DatasetError
 from study.data.image_cache import SUFFIX, DamagedMap, MapHeader, image_cache_dir, read_header
 
@@ -66,18 +70,72 @@ def describe_maps(maps: list[CachedMap], folder: Path, now: float | None = None)
     return lines
 
 
+@dataclass(frozen=True)
+class CachedDataset:
+    path: Path
+    header: EntryHeader | None  # None: damaged or foreign (`problem` says which)
+    problem: str | None
+    bytes_on_disk: int
+    last_used: float  # unix time (mtime)
+
+
+def list_datasets(cache_dir: Path | None = None) -> list[CachedDataset]:
+    """Every dataset entry (and every file with an entry's suffix) in `<cache_dir>/datasets`, oldest use first."""
+    folder = dataset_cache_dir(cache_dir)
+    found = []
+    for path in sorted(folder.glob(f"*{ENTRY_SUFFIX}")) if folder.is_dir() else []:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        header, problem = None, None
+        try:
+            header = read_entry_header(path)
+        except DamagedEntry as why:
+            problem = f"damaged ({why}); rebuilt on next use"
+        except DatasetError:
+            problem = "not written by cirstudy"
+        found.append(CachedDataset(path, header, problem, stat.st_blocks * 512, stat.st_mtime))
+    return sorted(found, key=lambda m: m.last_used)
+
+
+def describe_datasets(entries: list[CachedDataset], folder: Path, now: float | None = None) -> list[str]:
+    """The lines `cache list` prints for opened datasets: one per entry, then the total."""
+    now = time.time() if now is None else now
+    lines = []
+    for e in entries:
+        used = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.last_used))} ({(now - e.last_used) / SECONDS_PER_DAY:.1f} days ago)"
+        if e.header is None:
+            lines.append(f"{e.path.name}: {e.problem}; {_size(e.bytes_on_disk)}, last used {used}")
+            continue
+        r = e.header.request
+        size = f"{r['image_size']} px" if r["image_size"] is not None else "native size"
+        lines.append(f"{r['root']} [{r['loader']}] {size}, {e.header.images} images, {e.header.folders} folders watched, "
+                     f"{_size(e.bytes_on_disk)}, last used {used}: {e.path.name}")
+    lines.append(f"{len(entries)} opened datasets, {_size(sum(e.bytes_on_disk for e in entries))} in {folder}")
+    return lines
+
+
 def clear_maps(cache_dir: Path | None = None, *, older_than_days: float | None = None) -> tuple[list[Path], list[Path]]:
     """Delete every map (unused for more than `older_than_days`, when given) and temporaries left by
     killed builds; returns (deleted, skipped because a process holds its lock)."""
+    return _clear(image_cache_dir(cache_dir), SUFFIX, older_than_days)
+
+
+def clear_datasets(cache_dir: Path | None = None, *, older_than_days: float | None = None) -> tuple[list[Path], list[Path]]:
+    """As clear_maps, for the opened-dataset entries: the next open of each reads its layout again."""
+    return _clear(dataset_cache_dir(cache_dir), ENTRY_SUFFIX, older_than_days)
+
+
+def _clear(folder: Path, suffix: str, older_than_days: float | None) -> tuple[list[Path], list[Path]]:
     if older_than_days is not None and not older_than_days >= 0:
         raise DatasetError(f"--older-than must be a number of days >= 0, got {older_than_days!r}")
-    folder = image_cache_dir(cache_dir)
     if not folder.is_dir():
         return [], []
     cutoff = None if older_than_days is None else time.time() - older_than_days * SECONDS_PER_DAY
     deleted, skipped = [], []
-    names = {p.name for p in folder.glob(f"*{SUFFIX}")}
-    names |= {p.name[1:].split(".tmp-")[0] for p in folder.glob(f".*{SUFFIX}.tmp-*")}  # a killed build's temporary
+    names = {p.name for p in folder.glob(f"*{suffix}")}
+    names |= {p.name[1:].split(".tmp-")[0] for p in folder.glob(f".*{suffix}.tmp-*")}  # a killed build's temporary
     for name in sorted(names):
         path = folder / name
         if cutoff is not None and path.exists() and path.stat().st_mtime >= cutoff:

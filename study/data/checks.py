@@ -7,7 +7,8 @@ and then either refuses (one DatasetError naming the first missing file, the cou
 touches one. Splits are delivered at `native_image_size(root)`: 224 px for a real layout, the
 generator's own size for a folder a generator wrote (it holds `generated.json`); open_dataset's
 `image_size` overrides both. Reading helpers turn a missing file, truncated JSON or a malformed line into one
-DatasetError naming the file and line (STYLE.md section 4).
+DatasetError naming the file and line (STYLE.md section 4), and note each file they read, as `assemble`
+notes the listed images (study/data/reads.py): the node's dataset cache watches them.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from study.data.errors import DatasetError
 from study.data.images import MIN_IMAGE_SIZE, REAL_IMAGE_SIZE
+from study.data.reads import note_images, read_text
 from study.data.types import ImageManifest, Query, RetrievalData, Split
 
 MISSING_EXAMPLES = 5
@@ -66,7 +68,7 @@ def check_options(dataset: str, options: Mapping[str, Any], choices: Mapping[str
 def read_json(path: Path, fix: str) -> Any:
     """The parsed JSON file; a missing, truncated or undecodable file raises naming it (and the line)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise DatasetError(f"{path}: file is missing; {fix}") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -80,7 +82,7 @@ def read_json(path: Path, fix: str) -> Any:
 def read_lines(path: Path, fix: str) -> list[str]:
     """The lines of a text file without their line ends (line n is element n - 1)."""
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return read_text(path).splitlines()
     except FileNotFoundError:
         raise DatasetError(f"{path}: file is missing; {fix}") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -160,6 +162,7 @@ def assemble(
     listed, missing, missing_listed = set(), set(), set()
     folder = os.fspath(root)
     for part in (train, test):
+        note_images(part.image_paths)  # their folders tell a cached copy when an image comes or goes
         for p, key in zip(part.image_paths, part.listed or part.image_paths):
             listed.add(key)
             # os.path on strings: a third of pathlib's cost, once per image of every trial

@@ -27,6 +27,7 @@ import numpy as np
 
 from study.data.checks import SplitParts, assemble, check_options, read_json, read_lines
 from study.data.errors import DatasetError
+from study.data.reads import note_folder
 from study.data.registry import DATASETS, DETECTORS
 from study.data.types import Query, RetrievalData
 
@@ -88,6 +89,7 @@ def read_labels(root: Path, split: str) -> tuple[list[str], list[str], list[str]
     folder = root / LABELS_DIR
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder is missing; Fashion200k needs labels/<category>_{{train,test}}{LABEL_SUFFIX}; {FIX}")
+    note_folder(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and split in p.name and p.name.endswith(".txt"))
     if not files:
         raise DatasetError(f"{folder}: no label file with {split!r} in its name (e.g. dress_{split}{LABEL_SUFFIX}); {FIX}")

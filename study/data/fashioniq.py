@@ -20,6 +20,7 @@ from typing import Any
 
 from study.data.checks import SplitParts, assemble, check_options, expect_list, read_json
 from study.data.errors import DatasetError
+from study.data.reads import note_folder
 from study.data.registry import DATASETS, DETECTORS
 from study.data.types import Query, RetrievalData
 
@@ -37,6 +38,7 @@ def image_files(root: Path) -> dict[str, str]:
     if not folder.is_dir():
         return {}
     found: dict[str, str] = {}
+    note_folder(folder)
     for file in sorted(folder.iterdir()):
         if file.suffix.lower() in IMAGE_SUFFIXES:
             found.setdefault(file.stem, f"images/{file.name}")

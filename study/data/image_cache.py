@@ -12,8 +12,10 @@ images.py's `load_image`) on all the node's CPUs and writes ONE file, `<cache>/i
 the (N, 3, S, S) uint8 pixels, row i at HEADER_BYTES + i * 3 * S * S. It is written beside its final
 name and renamed into place under a file lock (study/data/cache.py), so a file under its final name
 is complete. The key hashes the image list with each file's size and mtime, S and the preprocessing
-version: editing, replacing or adding an image gives a new file. Every later caller checks the header
-and the file's length and reads the same file. A damaged map of ours is rebuilt; a foreign file under
+version: editing, replacing or adding an image gives a new file. A split that open_dataset read
+from the node's dataset cache (study/data/dataset_cache.py) comes with the key computed when that
+entry was written, and no image is stat-ed here (`remember_map_key`). Every later caller checks the
+header and the file's length and reads the same file. A damaged map of ours is rebuilt; a foreign file under
 our name is refused, naming it.
 
 Why threads decode: torchvision's decoders and resize kernels run in C++ without the GIL; the Python
@@ -44,6 +46,7 @@ import shutil
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +61,8 @@ from study.data.images import PREPROCESSING_VERSION, decoders, load_image
 from study.data.progress import Progress
 from study.data.types import Split
 
-__all__ = ["ImageMap", "MapHeader", "image_cache_dir", "map_key", "open_image_map", "read_header"]
+__all__ = ["ImageMap", "MapHeader", "image_cache_dir", "map_key", "open_image_map", "read_header", "remember_map_key",
+           "remembered_map_key"]
 
 FORMAT = 1  # of the file itself (header layout); part of the key
 MAGIC = b"cirstudy image map\n"
@@ -152,6 +156,23 @@ def map_key(split: Split) -> str:
             raise DatasetError(f"{path}: cannot read the image ({err}); replace or regenerate the file") from None
         lines.append(f"{rel}\0{stat.st_size}\0{stat.st_mtime_ns}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+# id(split) -> (the split, weakly; its key): keys of the splits open_dataset read from its cache in
+# this process. By object, not by value: dataclasses.replace gives a new Split, which is stat-ed.
+_REMEMBERED: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def remember_map_key(split: Split, key: str) -> None:
+    """Let open_image_map use `key` for this very Split object (study/data/dataset_cache.py: the key
+    that map_key gave when the node's dataset cache was written, still valid by its checks)."""
+    ident = id(split)
+    _REMEMBERED[ident] = (weakref.ref(split, lambda _, ident=ident: _REMEMBERED.pop(ident, None)), key)
+
+
+def remembered_map_key(split: Split) -> str | None:
+    entry = _REMEMBERED.get(id(split))
+    return entry[1] if entry is not None and entry[0]() is split else None
 
 
 def map_name(split: Split, key: str) -> str:
@@ -275,7 +296,7 @@ def open_image_map(split: Split, *, cache_dir: Path | None = None, progress: boo
     a counter and a summary line on stderr while decoding."""
     folder = image_cache_dir(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    key = map_key(split)
+    key = remembered_map_key(split) or map_key(split)
     name = map_name(split, key)
     path = folder / name
     expected = (len(split.image_paths), 3, split.image_size, split.image_size)

@@ -19,6 +19,7 @@ import numpy as np
 
 from study.data.checks import SplitParts, assemble, check_options
 from study.data.errors import DatasetError
+from study.data.reads import note_folder, read_text
 from study.data.registry import DATASETS, DETECTORS
 from study.data.types import Query, RetrievalData
 
@@ -44,7 +45,7 @@ def read_test_nouns(root: Path) -> tuple[frozenset[str], str]:
     if not path.is_file():
         return frozenset(MIT_STATES_TEST_NOUNS), "MIT-States' 49 test nouns"
     nouns = set()
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path).splitlines(), start=1):
         word = line.split("#", 1)[0].strip()
         if word and len(word.split()) != 1:
             raise DatasetError(f"{path}, line {line_no}: expected one noun per line, got {line!r}")
@@ -58,7 +59,7 @@ def read_regions(root: Path) -> dict[str, Region]:
     if not path.is_file():
         return {}
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}, line {err.lineno}: not valid JSON ({err.msg}); delete the file or regenerate the dataset") from None
     regions = {}
@@ -74,6 +75,7 @@ def _list_images(root: Path) -> list[tuple[str, str, str]]:
     images_dir = root / "images"
     if not images_dir.is_dir():
         raise DatasetError(f"{images_dir}: folder is missing; MIT-States needs <root>/images/<adj noun>/*.jpg")
+    note_folder(images_dir)
     found = []
     for folder in sorted(p for p in images_dir.iterdir() if p.is_dir() and " " in p.name):
         words = folder.name.split()
@@ -82,6 +84,7 @@ def _list_images(root: Path) -> list[tuple[str, str, str]]:
         adj, noun = words
         if adj == "adj":  # MIT-States ships an empty placeholder folder "adj noun"
             continue
+        note_folder(folder)
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() in IMAGE_SUFFIXES:
                 found.append((f"images/{folder.name}/{file.name}", adj, noun))

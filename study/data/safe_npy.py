@@ -7,6 +7,7 @@ admits only what an object array of dicts, lists, strings and numbers needs.
 """
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from study.data.errors import DatasetError
+from study.data.reads import note_file
 
 try:  # numpy >= 2 keeps the array internals in numpy._core; pickles from numpy 1 name numpy.core
     from numpy._core import multiarray as _multiarray
@@ -53,6 +55,7 @@ def read_pickled_npy(path: Path) -> Any:
     unwrapped to the object itself (CSS's dict)."""
     try:
         with open(path, "rb") as fp:
+            note_file(path, os.fstat(fp.fileno()))
             try:
                 version = npy_format.read_magic(fp)
                 read_header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}

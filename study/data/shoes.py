@@ -21,6 +21,7 @@ from typing import Any
 
 from study.data.checks import SplitParts, assemble, check_options, expect_list, read_json
 from study.data.errors import DatasetError
+from study.data.reads import note_folder
 from study.data.registry import DATASETS, DETECTORS
 from study.data.types import Query, RetrievalData
 
@@ -34,7 +35,9 @@ def image_files(root: Path) -> dict[str, str]:
     """image name -> path relative to root, for every file under attributedata/ and images/."""
     found: dict[str, str] = {}
     for top in IMAGE_DIRS:
+        note_folder(root / top)  # absent: its parent, the root, is recorded anyway
         for folder, subfolders, names in os.walk(root / top):
+            note_folder(folder)
             subfolders.sort()
             for name in sorted(names):
                 rel = Path(folder, name).relative_to(root).as_posix()
