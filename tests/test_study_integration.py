@@ -3,12 +3,11 @@ two-node Ray cluster (`ray.cluster_utils.Cluster`), twice over the same small st
 (tests/spaces/tiny.yaml): once uninterrupted, once killed with SIGKILL after its first finished
 trial and resumed. Then what a user looks at: the Parquet tables (the same in both runs, seeds
 scored at their common epoch, matched baselines), the ranking recomputed by hand, and the
-TensorBoard files read back with TensorBoard's own reader (issue 9, "Done when"). Beside them, on
+TensorBoard files read back with TensorBoard's own reader (issue 9, "Done when"). After them, on
 the same cluster, a grid study with the asynchronous scheduler (the last test).
 
-The studies run at the same time, once per session: a tiny trial is mostly Ray start-up and
-waiting, so three studies side by side take little longer than one, and the sync scheduler's tables
-do not depend on load.
+The studies run one after the other: run side by side, their trials' worker processes queue for
+Ray's start-up slots and the three took 13 minutes instead of 9.
 
 The second run is both "another run of the study" and "a killed and resumed study": it trains
 most of its trials from scratch after the resume (every trial but the first finished one), so
@@ -68,7 +67,7 @@ class _Driver:
 
 @pytest.fixture(scope="session")
 def studies(tmp_path_factory) -> dict:
-    """The three studies, run side by side on one two-node cluster."""
+    """The three studies, one after the other on one two-node cluster."""
     from ray.cluster_utils import Cluster
 
     root = tmp_path_factory.mktemp("studies")
@@ -80,7 +79,8 @@ def studies(tmp_path_factory) -> dict:
             command = _command(cluster, space, root / name, root / "cache", scheduler) + list(extra)
             return _Driver(command, root / f"{name}{len(extra)}", root / name / space.stem)
 
-        first, grid = start("first", SPACE, "sync"), start("grid", GRID_SPACE, "asha")
+        first = start("first", SPACE, "sync").finish()
+        grid = start("grid", GRID_SPACE, "asha").finish()
         killed = subprocess.Popen(_command(cluster, SPACE, root / "resumed", root / "cache", "sync"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for line in killed.stderr:  # progress lines: "... trial <id> finished"
@@ -90,7 +90,7 @@ def studies(tmp_path_factory) -> dict:
         killed.communicate()
         assert (root / "resumed" / "tiny" / "tuner.pkl").is_file()
         resumed = start("resumed", SPACE, "sync", "--resume")
-        return {"first": first.finish(), "grid": grid.finish(), "resumed": resumed.finish(),
+        return {"first": first, "grid": grid, "resumed": resumed.finish(),
                 "nodes": {node.node_id for node in cluster.list_all_nodes()}}
     finally:
         cluster.shutdown()
