@@ -264,7 +264,7 @@ def test_format_ranking_shows_method_epoch_and_tied(tmp_path):
 def test_cli_prints_ranking_gains_and_importance(tmp_path):
     study = hand_study(tmp_path / "demo")
     done = subprocess.run([sys.executable, "-m", "study.results", str(study), "--bootstrap", "100"],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "11 rows (configuration x seed), 8 finished, 3 configurations" in out

@@ -113,7 +113,7 @@ def test_run_cli_rejects_bad_space_before_ray_starts(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("low: 1.0e-4, high", "low: 0, high"))
     done = subprocess.run(
         [sys.executable, "-m", "study.run", "--space", str(path), "--budget", "smoke", "--storage", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True
     )
     assert done.returncode == 2
     assert f"error: {path}, line 8: `loguniform` needs low > 0" in done.stderr

@@ -48,6 +48,10 @@ def _cache(args: argparse.Namespace) -> None:
         print(f"kept {path.name}: a process is building or opening it", file=sys.stderr)
 
 
+def _describe(args: argparse.Namespace) -> None:
+    describe(args.root, args.grid, options=_options(args.option))
+
+
 def _options(pairs: list[str]) -> dict[str, str]:
     options = {}
     for pair in pairs:
@@ -56,6 +60,9 @@ def _options(pairs: list[str]) -> dict[str, str]:
             raise DatasetError(f"--option {pair!r}: expected KEY=VALUE, e.g. category=dress")
         options[key] = value
     return options
+
+
+COMMANDS = {"generate": _generate, "cache": _cache, "describe": _describe}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,15 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="clear only items no process opened for this many days")
     args = parser.parse_args(argv)
     try:
-        if args.command == "generate":
-            _generate(args)
-        elif args.command == "cache":
-            _cache(args)
-        else:
-            describe(args.root, args.grid, options=_options(args.option))
-    except DatasetError as err:
+        COMMANDS[args.command](args)
+    except DatasetError as err:  # bad input: what was wrong and how to fix it, exit code 2 as argparse's
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
