@@ -58,6 +58,7 @@ def test_a_seed_trains_the_same_alone_or_beside_another(data) -> None:
 def test_restored_state_continues_exactly(data) -> None:
     uninterrupted = build(data, (0, 1))
     first = epoch(uninterrupted)
+    uninterrupted.timed(3.0, 5.0)  # the seconds spent before the kill
     buffer = io.BytesIO()
     torch.save(uninterrupted.state(uninterrupted.gather_randomness()), buffer)
     history, ranks = list(uninterrupted.history), ranks_frame(uninterrupted.ranks)
@@ -70,6 +71,8 @@ def test_restored_state_continues_exactly(data) -> None:
     assert resumed.epoch == 1 and resumed.history == [first]
     assert epoch(resumed) == second
     assert ranks_frame(resumed.ranks).equals(ranks_frame(uninterrupted.ranks))
+    # time and compute accumulate across the resume: the checkpoint's totals plus this process's
+    assert resumed.timed(2.0, 1.5) == {"time/total_s": 5.0, "time/cpu_s": 6.5, "time/gpu_s": 0.0}
 
 
 def test_ranks_hold_every_query_of_every_evaluation(data) -> None:
