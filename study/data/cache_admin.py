@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from filelock import Timeout
 
@@ -25,94 +26,76 @@ SECONDS_PER_DAY = 86_400
 
 
 @dataclass(frozen=True)
-class CachedMap:
+class CachedItem:
+    """One file of the cache: an image map (header: MapHeader) or an opened dataset (EntryHeader)."""
+
     path: Path
-    header: MapHeader | None  # None: damaged or foreign (`problem` says which)
+    header: MapHeader | EntryHeader | None  # None: damaged or foreign (`problem` says which)
     problem: str | None
     bytes_on_disk: int  # allocated blocks (a sparse, half-built file counts what it holds)
     last_used: float  # unix time (mtime)
 
 
-def list_maps(cache_dir: Path | None = None) -> list[CachedMap]:
+def list_maps(cache_dir: Path | None = None) -> list[CachedItem]:
     """Every map file (and every file with a map's suffix) in `<cache_dir>/images`, oldest use first."""
-    folder = image_cache_dir(cache_dir)
+    return _list(image_cache_dir(cache_dir), SUFFIX, read_header, DamagedMap)
+
+
+def list_datasets(cache_dir: Path | None = None) -> list[CachedItem]:
+    """Every dataset entry (and every file with an entry's suffix) in `<cache_dir>/datasets`, oldest use first."""
+    return _list(dataset_cache_dir(cache_dir), ENTRY_SUFFIX, read_entry_header, DamagedEntry)
+
+
+def _list(folder: Path, suffix: str, read: Callable[[Path], MapHeader | EntryHeader],
+          damaged: type[DatasetError]) -> list[CachedItem]:
     found = []
-    for path in sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []:
+    for path in sorted(folder.glob(f"*{suffix}")) if folder.is_dir() else []:
         try:
             stat = path.stat()
         except FileNotFoundError:
             continue  # cleared meanwhile
         header, problem = None, None
         try:
-            header = read_header(path)
-        except DamagedMap as why:
+            header = read(path)
+        except damaged as why:
             problem = f"damaged ({why}); rebuilt on next use"
         except DatasetError:
             problem = "not written by cirstudy"
-        found.append(CachedMap(path, header, problem, stat.st_blocks * 512, stat.st_mtime))
-    return sorted(found, key=lambda m: m.last_used)
+        found.append(CachedItem(path, header, problem, stat.st_blocks * 512, stat.st_mtime))
+    return sorted(found, key=lambda item: item.last_used)
 
 
-def describe_maps(maps: list[CachedMap], folder: Path, now: float | None = None) -> list[str]:
+def describe_maps(maps: list[CachedItem], folder: Path, now: float | None = None) -> list[str]:
     """The lines `cache list` prints: one per map, then the total."""
-    now = time.time() if now is None else now
-    lines = []
-    for m in maps:
-        used = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(m.last_used))} ({(now - m.last_used) / SECONDS_PER_DAY:.1f} days ago)"
-        if m.header is None:
-            lines.append(f"{m.path.name}: {m.problem}; {_size(m.bytes_on_disk)}, last used {used}")
-            continue
-        n, _, s, _ = m.header.shape
-        lines.append(f"{m.header.root} [{m.header.split}] {s} px, {n} images, {_size(m.bytes_on_disk)}, "
-                     f"last used {used}: {m.path.name}")
-    total = sum(m.bytes_on_disk for m in maps)
-    lines.append(f"{len(maps)} image maps, {_size(total)} in {folder}")
-    return lines
+    def line(header: MapHeader) -> str:
+        n, _, s, _ = header.shape
+        return f"{header.root} [{header.split}] {s} px, {n} images"
+
+    return _describe(maps, line, "image maps", folder, now)
 
 
-@dataclass(frozen=True)
-class CachedDataset:
-    path: Path
-    header: EntryHeader | None  # None: damaged or foreign (`problem` says which)
-    problem: str | None
-    bytes_on_disk: int
-    last_used: float  # unix time (mtime)
-
-
-def list_datasets(cache_dir: Path | None = None) -> list[CachedDataset]:
-    """Every dataset entry (and every file with an entry's suffix) in `<cache_dir>/datasets`, oldest use first."""
-    folder = dataset_cache_dir(cache_dir)
-    found = []
-    for path in sorted(folder.glob(f"*{ENTRY_SUFFIX}")) if folder.is_dir() else []:
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue
-        header, problem = None, None
-        try:
-            header = read_entry_header(path)
-        except DamagedEntry as why:
-            problem = f"damaged ({why}); rebuilt on next use"
-        except DatasetError:
-            problem = "not written by cirstudy"
-        found.append(CachedDataset(path, header, problem, stat.st_blocks * 512, stat.st_mtime))
-    return sorted(found, key=lambda m: m.last_used)
-
-
-def describe_datasets(entries: list[CachedDataset], folder: Path, now: float | None = None) -> list[str]:
+def describe_datasets(entries: list[CachedItem], folder: Path, now: float | None = None) -> list[str]:
     """The lines `cache list` prints for opened datasets: one per entry, then the total."""
+    def line(header: EntryHeader) -> str:
+        r = header.request
+        size = f"{r['image_size']} px" if r["image_size"] is not None else "native size"
+        return f"{r['root']} [{r['loader']}] {size}, {header.images} images, {header.folders} folders watched"
+
+    return _describe(entries, line, "opened datasets", folder, now)
+
+
+def _describe(items: list[CachedItem], line: Callable[[Any], str], kind: str, folder: Path,
+              now: float | None) -> list[str]:
     now = time.time() if now is None else now
     lines = []
-    for e in entries:
-        used = f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.last_used))} ({(now - e.last_used) / SECONDS_PER_DAY:.1f} days ago)"
-        if e.header is None:
-            lines.append(f"{e.path.name}: {e.problem}; {_size(e.bytes_on_disk)}, last used {used}")
-            continue
-        r = e.header.request
-        size = f"{r['image_size']} px" if r["image_size"] is not None else "native size"
-        lines.append(f"{r['root']} [{r['loader']}] {size}, {e.header.images} images, {e.header.folders} folders watched, "
-                     f"{_size(e.bytes_on_disk)}, last used {used}: {e.path.name}")
-    lines.append(f"{len(entries)} opened datasets, {_size(sum(e.bytes_on_disk for e in entries))} in {folder}")
+    for item in items:
+        used = (f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(item.last_used))} "
+                f"({(now - item.last_used) / SECONDS_PER_DAY:.1f} days ago)")
+        if item.header is None:
+            lines.append(f"{item.path.name}: {item.problem}; {_size(item.bytes_on_disk)}, last used {used}")
+        else:
+            lines.append(f"{line(item.header)}, {_size(item.bytes_on_disk)}, last used {used}: {item.path.name}")
+    lines.append(f"{len(items)} {kind}, {_size(sum(item.bytes_on_disk for item in items))} in {folder}")
     return lines
 
 

@@ -44,5 +44,3 @@ def test_describe_states_to_a_chosen_path_and_errors(tmp_path: Path, states_root
     assert code == 2 and "not empty" in err
     code, _, err = cli(capsys, "describe", str(tmp_path))
     assert code == 2 and "no known dataset layout" in err
-    code, _, err = cli(capsys, "describe", str(states_root), "--option", "category")
-    assert code == 2 and "expected KEY=VALUE" in err

@@ -100,4 +100,4 @@ def test_describe_and_cli_options(fashion_root: Path, tmp_path: Path) -> None:
     describe(fashion_root, tmp_path / "grid.png", out=out)
     text = out.getvalue()
     assert "layout fashion200k" in text and "images: 960 listed, 0 missing" in text and (tmp_path / "grid.png").is_file()
-    assert main(["describe", str(fashion_root), "--grid", str(tmp_path / "g.png"), "--option", "category"]) == 1
+    assert main(["describe", str(fashion_root), "--grid", str(tmp_path / "g.png"), "--option", "category"]) == 2
