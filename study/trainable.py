@@ -16,7 +16,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from study.budget import Budget, DatasetEntry
-from study.train import RunSpec, build_trainer
+from study.train import RunSpec, build_trainer, reached
 from study.trial_config import TrialConfig
 
 
@@ -47,10 +47,13 @@ def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
         data_seed=settings.data_seed, cache_dir=settings.cache_dir,
         allow_missing_images=settings.allow_missing_images, driver_node=ray.get_runtime_context().get_node_id(),
     )
-    trainer = build_trainer(
-        spec, run_name=train_run_name(trial.config_id), storage_path=settings.train_storage,
-        callbacks=[TuneReportCallback()],
-    )
+    run_name = train_run_name(trial.config_id)
+    last = reached(f"{settings.train_storage.rstrip('/')}/{run_name}", spec.until)
+    if last is not None:  # trained this far before the study was interrupted: the same result again
+        tune.report(last)
+        return
+    trainer = build_trainer(spec, run_name=run_name, storage_path=settings.train_storage,
+                            callbacks=[TuneReportCallback()])
     trainer.fit()
 
 

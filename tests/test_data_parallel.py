@@ -1,6 +1,7 @@
 """`python -m study.train --workers 2` on Ray Train: the replicas stay identical (GA's isotropic
 noise included), the sharded evaluation gives exactly the ranks a single process computes from the
-same checkpoint, and no checkpoint temporary directory is left behind (issues 5 and 8)."""
+same checkpoint, no checkpoint temporary directory is left behind (issues 5 and 8), and a run that
+reached its epoch gives its last result back without training (issue 9's resume)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ from models.text import Vocabulary
 from study.data import open_dataset
 from study.data.image_cache import open_image_map
 from study.evaluation import evaluate_split
-from study.train import CHECKPOINT_FILE, HISTORY_FILE, RANKS_FILE
+from study.train import CHECKPOINT_FILE, HISTORY_FILE, RANKS_FILE, reached
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +72,12 @@ def test_no_checkpoint_temporary_directory_is_left(two_workers) -> None:
     root, _, _ = two_workers
     leftovers = [p.name for p in (root / "tmp").rglob("cirstudy-ckpt-*")]
     assert leftovers == []
+
+
+def test_a_run_that_reached_its_epoch_gives_its_last_result_back(two_workers) -> None:
+    """What a trial restarted after its rung had finished reports instead of training again."""
+    root, _, checkpoint = two_workers
+    run_dir = str(checkpoint.parent)
+    assert reached(run_dir, until=1) == json.loads((checkpoint / HISTORY_FILE).read_text())[-1]
+    assert reached(run_dir, until=2) is None  # the next rung trains
+    assert reached(str(root / "runs" / "train-never-ran"), until=1) is None
