@@ -1,20 +1,22 @@
 """What `--resume` refuses before Ray starts: starting over a study without `--resume`, and resuming
 with another budget or scheduler than the study was started with (issue 9, item 7). That a killed
-and resumed study gives the uninterrupted study's tables is checked in test_study_integration.py."""
+and resumed study gives the uninterrupted study's tables is checked in test_study_integration.py.
+`study.run`'s `main` runs in this process: the refusals come before Ray or any data.
+(test_space.py runs the command through `python -m` for a bad space.)"""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 
-def run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "study.run", "--space", "ga_vs_dim", "--budget", "smoke",
-         "--storage", str(tmp_path / "studies"), "--cache-dir", str(tmp_path / "cache"), *extra],
-        capture_output=True, text=True,
-    )
+from study.run import main
+
+
+def run(tmp_path: Path, capsys: pytest.CaptureFixture, *extra: str) -> tuple[int, str]:
+    code = main(["--space", "ga_vs_dim", "--budget", "smoke", "--storage", str(tmp_path / "studies"),
+                 "--cache-dir", str(tmp_path / "cache"), *extra])
+    return code, capsys.readouterr().err
 
 
 def existing_study(tmp_path: Path, **record) -> Path:
@@ -26,16 +28,17 @@ def existing_study(tmp_path: Path, **record) -> Path:
     return study_dir
 
 
-def test_starting_over_an_existing_study_asks_for_resume(tmp_path: Path) -> None:
+def test_starting_over_an_existing_study_asks_for_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     existing_study(tmp_path)
-    done = run(tmp_path)
-    assert done.returncode == 2
-    assert "already holds a study; pass --resume" in done.stderr
+    code, err = run(tmp_path, capsys)
+    assert code == 2
+    assert "already holds a study; pass --resume" in err
 
 
-def test_resuming_with_another_budget_is_refused(tmp_path: Path) -> None:
+def test_resuming_with_another_budget_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     study_dir = existing_study(tmp_path, budget_name="default", budget={"epochs": 4}, scheduler="asha", seeds=[0, 1])
-    done = run(tmp_path, "--resume")
-    assert done.returncode == 2
-    assert f"{study_dir / 'study.json'}: this study was started with budget_name 'default', not 'smoke'" in done.stderr
-    assert "--budget default --scheduler asha" in done.stderr
+    code, err = run(tmp_path, capsys, "--resume")
+    assert code == 2
+    assert f"{study_dir / 'study.json'}: this study was started with budget_name 'default', not 'smoke'" in err
+    assert "--budget default --scheduler asha" in err
+    assert not (tmp_path / "cache").exists()  # refused before any data was prepared
