@@ -4,7 +4,8 @@ trainable). ASHA and Optuna see the seed-mean WHM at equal epochs.
 
 The TorchTrainer's run name is stable per configuration (`train-<config id>`), so a resumed study,
 a restarted trial or the sync scheduler's next rung continues from Train's last checkpoint instead
-of starting over.
+of starting over; a restarted trial whose run already reached its epoch reports that result again
+without starting the TorchTrainer (study.train.reached).
 """
 from __future__ import annotations
 
