@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -173,7 +174,9 @@ def reached(run_dir: str, until: int) -> dict[str, Any] | None:
     driver was killed before it recorded the end) reports this again without starting a
     TorchTrainer, its workers and their data: about 20 CPU-seconds of start-up on a small node."""
     try:
-        latest = ray.train.Result.from_path(run_dir).checkpoint
+        with warnings.catch_warnings():  # Ray 2.60 reads its snapshot with pydantic's deprecated parse_obj
+            warnings.simplefilter("ignore", DeprecationWarning)
+            latest = ray.train.Result.from_path(run_dir).checkpoint
     except RuntimeError:  # no run there yet, or one that never reported
         return None
     if latest is None:
