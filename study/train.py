@@ -98,6 +98,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if run.epoch >= spec.until:
         # Trained this far before (a trial re-run after a resume, or a rung reached before the driver
         # stopped): tell Tune the last result again, so the trial ends with the epoch it was asked for.
+        # The trainable usually answers this itself without starting workers (`reached`); this is for
+        # when it could not read the run folder from its node.
         ray.train.report(run.history[-1] if rank == 0 and run.history else {"epoch": run.epoch})
         return
     nodes = ",".join(sorted(set(_gather_node_ids(world))))
