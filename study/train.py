@@ -179,12 +179,15 @@ def reached(run_dir: str, until: int) -> dict[str, Any] | None:
         with warnings.catch_warnings():  # Ray 2.60 reads its snapshot with pydantic's deprecated parse_obj
             warnings.simplefilter("ignore", DeprecationWarning)
             latest = ray.train.Result.from_path(run_dir).checkpoint
-    except RuntimeError:  # no run there yet, or one that never reported
+        if latest is None:
+            return None
+        with latest.as_directory() as directory:
+            history = json.loads(Path(directory, HISTORY_FILE).read_text())
+    except Exception:  # noqa: BLE001 - only a shortcut: whatever stops it, the full path runs
+        # no run there yet, one that never reported, a damaged snapshot or a folder this node
+        # cannot read: the TorchTrainer starts, restores Train's checkpoint and finds out itself,
+        # raising Ray's own error when the run folder really is broken
         return None
-    if latest is None:
-        return None
-    with latest.as_directory() as directory:
-        history = json.loads(Path(directory, HISTORY_FILE).read_text())
     return history[-1] if history and int(history[-1]["epoch"]) >= until else None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,7 @@ def test_a_run_that_reached_its_epoch_gives_its_last_result_back(two_workers) ->
     assert reached(run_dir, until=1) == json.loads((checkpoint / HISTORY_FILE).read_text())[-1]
     assert reached(run_dir, until=2) is None  # the next rung trains
     assert reached(str(root / "runs" / "train-never-ran"), until=1) is None
+    damaged = root / "damaged-run"  # a snapshot cut short: the trial trains (and Ray says what is wrong)
+    shutil.copytree(checkpoint.parent, damaged)
+    (damaged / "checkpoint_manager_snapshot.json").write_text('{"ray_version": "2.6')
+    assert reached(str(damaged), until=1) is None
