@@ -8,6 +8,7 @@ Every error names the file, the line and the fix, and is raised before Ray start
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -139,6 +140,13 @@ def _number(path: Path, mapping: Mapping, key: str, *, positive: bool = False) -
     return float(value)
 
 
+def _seed(path: Path, raw: Mapping, key: str) -> int:
+    value = raw.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SpaceError(f"{_where(path, raw, key)}: `{key}` must be an integer >= 0, got {value!r}")
+    return value
+
+
 def _only_keys(path: Path, mapping: Any, allowed: set[str], what: str) -> None:
     if not isinstance(mapping, dict):
         raise SpaceError(f"{_where(path, mapping)}: {what} must be a mapping, got {mapping!r}")
@@ -192,10 +200,15 @@ def _parse_budget(path: Path, name: str, spec: Any) -> Budget:
     missing = sorted(required - set(spec))
     if missing:
         raise SpaceError(f"{_where(path, spec)}: budget {name!r} is missing {missing}")
+    for key, value in spec.items():  # YAML reads .nan and .inf as floats: refuse them at the field's own line
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpaceError(f"{_where(path, spec, key)}: budget {name!r}: `{key}` must be a finite number, got "
+                             f"{value!r} (YAML reads .nan and .inf as not-a-number and infinity); write a number")
     try:
         return Budget(**dict(spec))
     except (TypeError, ValueError) as error:
-        raise SpaceError(f"{_where(path, spec)}: budget {name!r}: {error}") from None
+        field = re.match(r"`(\w+)`", str(error))  # Budget's messages start with the field they refuse
+        raise SpaceError(f"{_where(path, spec, field and field.group(1))}: budget {name!r}: {error}") from None
 
 
 def load_space(name_or_path: str | Path) -> SearchSpace:
@@ -269,7 +282,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         name=str(raw.get("name", path.stem)), path=path, question=_leading_comment(text),
         datasets=tuple(datasets), split_weights=split_weights, k_weights=k_weights,
         seeds=tuple(seeds), parameters=tuple(parameters), fixed=fixed, budgets=budgets,
-        data_seed=int(raw.get("data_seed", 0)), optuna_seed=int(raw.get("optuna_seed", 0)),
+        data_seed=_seed(path, raw, "data_seed"), optuna_seed=_seed(path, raw, "optuna_seed"),
         metric=metric, sampler=sampler, baseline=baseline,
     )
 
@@ -297,11 +310,27 @@ def _parse_datasets(path: Path, raw: Mapping) -> list[DatasetEntry]:
                                  image_size=spec.get("image_size"), augment=spec.get("augment", "none"))
         except ValueError as error:
             raise SpaceError(f"{_where(path, spec)}: {error}") from None
+        _check_root(path, spec, entry.key)
         if entry.key in keys:
             raise SpaceError(f"{_where(path, spec)}: dataset {entry.key!r} listed twice")
         keys.add(entry.key)
         datasets.append(entry)
     return datasets
+
+
+def _check_root(path: Path, spec: Mapping, key: str) -> None:
+    """`root:` names a folder. Only a root that exists as something else is refused here: a study's
+    stored space.yaml is read again where its datasets are absent (study/tables.py), and opening the
+    dataset before Ray starts says when a folder is missing."""
+    root = spec.get("root")
+    if root is None:
+        return
+    if not isinstance(root, str) or not root:
+        raise SpaceError(f"{_where(path, spec, 'root')}: `root:` of dataset {key} must be the path of the dataset's "
+                         f"folder, got {root!r}")
+    if Path(root).exists() and not Path(root).is_dir():
+        raise SpaceError(f"{root}: not a folder; `root:` of dataset {key} in {_where(path, spec, 'root')} must be "
+                         "the dataset's folder")
 
 
 def _named(name: str, spec: Any, parent: Mapping) -> Mapping:

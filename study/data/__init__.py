@@ -62,7 +62,8 @@ def open_dataset(
     `options` go to the loader (fashioniq: {"category": "dress" | "shirt" | "toptee"}); an
     unknown or missing one raises DatasetError naming the valid ones. Images the layout lists but
     that are absent raise DatasetError with the counts unless `allow_missing_images`, which drops
-    them and the queries touching them; `data.manifest` records either way.
+    them and the queries touching them (and still raises when that leaves no image, or a split
+    without images or queries); `data.manifest` records either way.
 
     `image_size` is the square side S every split is delivered at (`Split.image_size`; resize the
     shorter side to S, centre-crop: `Preprocessing`). None: 224 for a real layout, the generator's
@@ -81,6 +82,10 @@ def open_dataset(
     if root is not None:
         loader = name if name in DATASETS else GENERATORS.build(name).loader
         folder = Path(root)
+        if not folder.is_dir():  # a file here would surface as some annotation file "not a directory"
+            raise DatasetError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}; dataset {name} "
+                               "reads the folder its layout was downloaded or generated into: pass that folder as root "
+                               "(in a search space, the dataset's `root:`)")
     else:
         if name not in GENERATORS:
             raise DatasetError(f"dataset {name!r} reads a downloaded layout: pass root=<folder>; generated datasets: {GENERATORS.names()}")
@@ -92,6 +97,8 @@ def open_dataset(
 
     def load() -> RetrievalData:
         data = DATASETS.get(loader)(folder, allow_missing_images=allow_missing_images, **options)
+        if data.unusable:  # refused here, not by the loader: describe shows such a folder
+            raise DatasetError(data.unusable)
         if size is None:
             return data
         return dataclasses.replace(data, train=dataclasses.replace(data.train, image_size=size),

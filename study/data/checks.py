@@ -4,11 +4,13 @@ A loader reads its layout into `SplitParts` and hands them to `assemble`, which 
 listed image on disk, builds the `ImageManifest` (counts, examples, a hash of the listed paths),
 and then either refuses (one DatasetError naming the first missing file, the counts and the
 `--allow-missing-images` switch) or, when allowed, drops the missing images and every query that
-touches one. Splits are delivered at `native_image_size(root)`: 224 px for a real layout, the
-generator's own size for a folder a generator wrote (it holds `generated.json`); open_dataset's
-`image_size` overrides both. Reading helpers turn a missing file, truncated JSON or a malformed line into one
-DatasetError naming the file and line (STYLE.md section 4), and note each file they read, as `assemble`
-notes the listed images (study/data/reads.py): the node's dataset cache watches them.
+touches one; when that leaves no image, or a split without images or queries,
+`RetrievalData.unusable` says why and open_dataset refuses it. Splits are delivered at
+`native_image_size(root)`: 224 px for a real layout, the generator's own size for a folder a
+generator wrote (it holds `generated.json`); open_dataset's `image_size` overrides both. Reading
+helpers turn a missing file, truncated JSON or a malformed line into one DatasetError naming the
+file and line (STYLE.md section 4), and note each file they read, as `assemble` notes the listed
+images (study/data/reads.py): the node's dataset cache watches them.
 """
 from __future__ import annotations
 
@@ -108,6 +110,7 @@ class SplitParts:
     # (FashionIQ lists ids -> "images/<id>", Shoes names found anywhere under images/): the
     # manifest hashes and reports these, so its hash does not depend on which files are present.
     listed: list[str] | None = None
+    listed_in: tuple[str, ...] = ()  # the annotation files listing the split's images, relative to the root
 
 
 def manifest_of(listed: Iterable[str], missing: Iterable[str], dropped_queries: int = 0) -> ImageManifest:
@@ -139,6 +142,35 @@ def _drop_missing(root: Path, part: SplitParts, missing: set[str], image_size: i
     return split, len(part.queries) - len(queries)
 
 
+def _unusable(dataset: str, root: Path, parts: Sequence[SplitParts], splits: Sequence[Split], missing: set[str],
+              fix: str) -> str:
+    """Why what dropping the missing images left cannot be studied (no image at all, or a split
+    without images or queries: a study would train or rank on nothing), or ""."""
+    if not missing:
+        return ""
+    named = {part.name: ", ".join(str(root / f) for f in part.listed_in) or f"{dataset}'s annotation files"
+             for part in parts}
+    files = ", ".join(dict.fromkeys(named.values()))
+    listed = {p for part in parts for p in part.image_paths}
+    if missing >= listed:
+        folder = os.path.commonpath([os.path.dirname(p) for p in missing])
+        return (f"{dataset}: none of the {len(listed)} images listed in {files} were found under "
+                f"{root / folder if folder else root}; --allow-missing-images drops missing images, which leaves "
+                f"nothing here: {fix}")
+    for part, split in zip(parts, splits):
+        absent = len(set(part.image_paths) & missing)
+        if part.image_paths and not split.image_paths:
+            what = "images"
+        elif part.queries and not split.queries:
+            what = "queries"
+        else:
+            continue
+        return (f"{dataset}: split {part.name} has 0 {what} left after dropping missing images ({absent} of its "
+                f"{len(set(part.image_paths))} images listed in {named[part.name]} are missing, "
+                f"and every one of its {len(part.queries)} queries touches one); restore them: {fix}")
+    return ""
+
+
 def assemble(
     dataset: str,
     root: Path,
@@ -152,7 +184,8 @@ def assemble(
     label_parts: tuple[str, ...] = (),
 ) -> RetrievalData:
     """The RetrievalData of two splits, with its ImageManifest; refuses missing images unless
-    allowed, in which case they and the queries that touch them are dropped.
+    allowed, in which case they and the queries that touch them are dropped (and `unusable` says so
+    when that leaves no image, or a split without images or queries: open_dataset refuses it).
 
     `fix` says how to restore the images ("unpack the images/ folder into ROOT").
     """
@@ -188,4 +221,5 @@ def assemble(
             f"{len(missing)} of {len(listed)} listed images missing (allowed): dropped them and "
             f"{manifest.dropped_queries} queries that touch them; e.g. {', '.join(manifest.missing_examples)}"
         )
-    return RetrievalData(dataset, train_split, test_split, recall_ks, tuple(notes), manifest, label_parts)
+    unusable = _unusable(dataset, root, (train, test), (train_split, test_split), missing, fix)
+    return RetrievalData(dataset, train_split, test_split, recall_ks, tuple(notes), manifest, label_parts, unusable)

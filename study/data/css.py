@@ -58,7 +58,7 @@ def _split(path: Path, name: str, part: Any) -> SplitParts:
             region = _region(mod, objects_img[int(f)], objects_img[int(t)])
             queries.append(Query(int(f), str(mod["to_str"]), int(t), str(mod["type"]), region))
     image_paths = [f"images/css_{name}_{i:06d}.png" for i in range(n)]
-    return SplitParts(name, image_paths, [str(label) for label in labels], queries)
+    return SplitParts(name, image_paths, [str(label) for label in labels], queries, listed_in=(path.name,))
 
 
 def _held_out_note(data: Mapping[str, Any]) -> tuple[str, ...]:

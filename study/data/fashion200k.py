@@ -196,8 +196,10 @@ def load_fashion200k(root: Path, *, allow_missing_images: bool = False, **option
     train_paths, train_captions, train_files = read_labels(root, "train")
     test_paths, test_captions, test_files = read_labels(root, "test")
     queries, unmodifiable = make_train_queries(train_paths, train_captions, regions)
-    train = SplitParts("train", train_paths, train_captions, queries)
-    test = SplitParts("test", test_paths, test_captions, read_test_queries(root, test_paths, test_captions, regions))
+    train = SplitParts("train", train_paths, train_captions, queries,
+                       listed_in=tuple(f"{LABELS_DIR}/{name}" for name in train_files))
+    test = SplitParts("test", test_paths, test_captions, read_test_queries(root, test_paths, test_captions, regions),
+                      listed_in=tuple(f"{LABELS_DIR}/{name}" for name in test_files))
     notes = (
         f"label files: train {', '.join(train_files)}; test {', '.join(test_files)}",
         f"training queries: one per image whose caption shares a parent with another caption "

@@ -81,7 +81,8 @@ def _split(root: Path, name: str, category: str, files: dict[str, str]) -> Split
     gallery = {image_id: i for i, image_id in enumerate(ids)}
     queries = read_captions(root / "captions" / f"cap.{category}.{SPLIT_FILES[name]}.json", gallery, split_path)
     paths = [files.get(image_id, f"images/{image_id}.png") for image_id in ids]
-    return SplitParts(name, paths, ids, queries, present=set(files.values()), listed=[f"images/{i}" for i in ids])
+    return SplitParts(name, paths, ids, queries, present=set(files.values()), listed=[f"images/{i}" for i in ids],
+                      listed_in=(split_path.relative_to(root).as_posix(),))
 
 
 @DATASETS.register("fashioniq")

@@ -399,4 +399,5 @@ def _decode_into(fd: int, split: Split, threads: int, progress: Progress) -> Non
                         raise future.exception()
                     progress.step(future.result())
     finally:
+        progress.end()
         torch.set_num_threads(torch_threads)

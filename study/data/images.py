@@ -26,6 +26,10 @@ from study.data.errors import DatasetError
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated",
                         category=DeprecationWarning)
 
+# what to do about an image file that is there but cannot be decoded
+DAMAGED_IMAGE_FIX = ("re-download (or regenerate) it, or delete it and pass --allow-missing-images "
+                     "(open_dataset(..., allow_missing_images=True)) to drop it and the queries that touch it")
+
 REAL_IMAGE_SIZE = 224  # real layouts' default side: the papers' (TIRG, FashionIQ, ...) input size
 MIN_IMAGE_SIZE = 8  # as study/budget.py: below this no encoder has a feature map left
 
@@ -84,9 +88,11 @@ def load_image(path: Path, size: int) -> torch.Tensor:
     except RuntimeError as err:
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise DatasetError(f"{path}: cannot read the image ({reason[-160:]}); the file is truncated or not a "
-                           f"JPEG/PNG/WebP/GIF: replace or regenerate it") from None
+                           f"JPEG/PNG/WebP/GIF: {DAMAGED_IMAGE_FIX}") from None
     if image.ndim == 4:  # an animated GIF: its first frame
         image = image[0]
+    if image.dtype != torch.uint8:  # a 16-bit PNG decodes to uint16: keep its high byte, as PIL does
+        image = functional.to_dtype_image(image, torch.uint8, scale=True)
     if image.shape[-2:] != (size, size):
         # v2.Resize(S, antialias=True) + v2.CenterCrop(S) on a plain tensor call exactly these kernels;
         # calling them directly skips v2's dispatch, Python that holds the GIL (image_cache.py's threads)

@@ -66,7 +66,8 @@ def _split(root: Path, name: str, files: dict[str, str]) -> SplitParts:
                 raise DatasetError(f"{triplet_path}: entry {i}: {key} {entry[key]!r} is not in {split_path}; the files do not match")
         queries.append(Query(gallery[entry["ReferenceImageName"]], entry["RelativeCaption"].strip(), gallery[entry["ImageName"]], "caption", None))
     paths = [files.get(image, f"{IMAGE_DIRS[0]}/{image}") for image in names]
-    return SplitParts(name, paths, names, queries, present=set(files.values()), listed=names)
+    return SplitParts(name, paths, names, queries, present=set(files.values()), listed=names,
+                      listed_in=(split_path.name,))
 
 
 @DATASETS.register("shoes")

@@ -74,3 +74,7 @@ class RetrievalData:
     # Names of the space-separated parts of a label, for per-part recall: MIT-States' "adj noun"
     # gives adjective-only and noun-only recall (TIRG logs both). Empty: labels are atomic.
     label_parts: tuple[str, ...] = ()
+    # Why a study cannot use what dropping missing images left (no image at all, or a split without
+    # images or queries), naming the files and the fix; "" when usable. open_dataset refuses such
+    # data; `python -m study.data describe` still shows it.
+    unusable: str = ""

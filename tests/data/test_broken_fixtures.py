@@ -117,13 +117,14 @@ def test_broken_file_gives_one_clear_error(case: Case, tmp_path: Path, css_root:
 
 
 # loader, options, writer, two listed images to delete (relative paths), one to corrupt, and the
-# manifest's name for an image path (FashionIQ lists ids, Shoes image names)
+# manifest's name for an image path (FashionIQ lists ids, Shoes image names). Each split keeps a
+# query: a split left without any is refused (test_run_refuses_bad_data.py)
 ABSENT = [
     ("css", {}, _css, ["images/css_test_000003.png", "images/css_train_000001.png"], "images/css_train_000002.png", str),
-    ("fashion200k", {}, _f200k, ["women/dress/red_striped_long_dress/107/7.jpeg", "women/dress/red_striped_long_dress/100/0.jpeg"],
+    ("fashion200k", {}, _f200k, ["women/dress/blue_striped_long_dress/108/8.jpeg", "women/dress/red_striped_long_dress/100/0.jpeg"],
      "women/dress/blue_striped_long_dress/102/2.jpeg", str),
     ("fashioniq", FIQ, _fiq, ["images/d5.jpg", "images/d0.png"], "images/d1.jpg", lambda p: p.rsplit(".", 1)[0]),
-    ("shoes", {}, _shoes, ["images/womens_boots/0/img_womens_boots_4.jpg", "images/womens_boots/0/img_womens_boots_1.jpg"],
+    ("shoes", {}, _shoes, ["images/womens_boots/0/img_womens_boots_4.jpg", "images/womens_boots/0/img_womens_boots_2.jpg"],
      "images/womens_pumps/0/img_womens_pumps_3.jpg", lambda p: p.rsplit("/", 1)[1]),
 ]
 
