@@ -40,3 +40,9 @@ class ProgressCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self.done.add(trial.trial_id)
         self._line(f"trial {trial.trial_id} FAILED: see {trial.path}/error.txt")
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._line(f"config {_name(trial)} (trial {trial.trial_id}) started")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        self._line(f"trial {trial.trial_id} lost its process (a node died?): restarting it from its last checkpoint")

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
+import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Ray's auto TBX logger writes one HParams experiment per trial, hiding conditional parameters;
 # study.tensorboard writes the dashboard instead. Must be set before ray.tune is imported.
@@ -29,6 +34,9 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 from study.budget import SCHEDULERS  # noqa: E402
 from study.space import BUDGET_NAMES, SearchSpace, SpaceError, load_space  # noqa: E402
 from study.trial_config import check_capabilities, validate_space  # noqa: E402
+
+if TYPE_CHECKING:
+    from study.table_writer import TableWriter
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,8 +70,8 @@ def _budget(space: SearchSpace, args: argparse.Namespace):
         "gpus_per_worker": args.gpus_per_worker,
     }
     for name, value in overrides.items():
-        if value is not None and (value < 0 or (name != "gpus_per_worker" and value < 1)):
-            raise SpaceError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if value is not None and (not math.isfinite(value) or value < 0 or (name != "gpus_per_worker" and value < 1)):
+            raise SpaceError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     try:
         budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as error:
@@ -107,6 +115,40 @@ def _write_study_record(study_dir: Path, space: SearchSpace, record: dict) -> No
         temporary = study_dir / f".{name}.tmp"
         temporary.write_text(text)
         temporary.replace(study_dir / name)
+
+
+MIN_FREE_BYTES = 1 << 30  # checkpoints, tables and TensorBoard files of a study need room
+
+
+def _check_storage(study_dir: Path) -> None:
+    """The study folder can be made, written to, and has room, before anything else runs."""
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        probe = study_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+        free = shutil.disk_usage(study_dir).free
+    except OSError as error:
+        raise SpaceError(f"--storage: cannot write the study folder {study_dir} ({error.strerror or error}); "
+                         "pass --storage a writable folder (shared storage on a cluster)") from None
+    if free < MIN_FREE_BYTES:
+        raise SpaceError(f"--storage: {study_dir} has {free / 2**20:.0f} MiB free; a study needs at least "
+                         f"{MIN_FREE_BYTES / 2**30:.0f} GiB for checkpoints and tables: free some space or "
+                         "pass --storage elsewhere")
+
+
+@contextmanager
+def _sigterm_as_sigint():
+    """SIGTERM stops a study the way Ctrl-C does: Tune ends its trials and saves its state, the tables
+    are written, Ray shuts down, and `--resume` continues."""
+    def interrupt(signum, frame):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _prepare_data(space: SearchSpace, budget, args: argparse.Namespace) -> dict:
@@ -154,34 +196,60 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --resume: no study to continue in {study_dir}", file=sys.stderr)
         return 2
     from study.data import DatasetError
+    from study.ray_session import RayAddressError, check_reachable
+    from study.resources import check_resources, local_node_shapes
 
     record = _study_record(space, budget, args)
     try:
         if args.resume:
             _check_resume(study_dir, record)
+        _check_storage(study_dir)
+        if args.address is None:
+            check_resources(budget, local_node_shapes(), where="this machine", budget_name=args.budget)
+        else:
+            check_reachable(args.address)
         datasets = _prepare_data(space, budget, args)
         check_capabilities(space, datasets)
         cell_weights = space.cell_weights({key: tuple(data.recall_ks) for key, data in datasets.items()})
-    except (DatasetError, SpaceError) as error:
+    except (DatasetError, SpaceError, RayAddressError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from study.table_writer import TableWriter
+
     _write_study_record(study_dir, space, record)
-    _tune(space, budget, args, study_dir, cell_weights)
     manifests = {key: data.manifest for key, data in datasets.items()}
-    return _report(space, study_dir, cell_weights, manifests, began, args.budget, budget)
+    tables = TableWriter(study_dir, space, budget_name=args.budget, epochs=budget.epochs, cell_weights=cell_weights,
+                         manifests=manifests)
+    try:
+        _tune(space, budget, args, study_dir, cell_weights, tables)
+    except (SpaceError, RayAddressError) as error:  # what the cluster offers, checked once connected
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return _report(space, study_dir, tables, began)
 
 
-def _tune(space, budget, args, study_dir: Path, cell_weights):
-    import ray
+def _tune(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter):
+    from study.ray_session import ray_session
+
+    record = study_dir / ".ray-session"  # a local Ray's session, so a resume can stop what a SIGKILL left
+    with ray_session(args.address, record=record) as address, _sigterm_as_sigint():  # after ray.init's own handler
+        if args.address is not None:
+            from study.resources import check_resources, cluster_node_shapes
+
+            check_resources(budget, cluster_node_shapes(), where=f"the cluster at {address}", budget_name=args.budget)
+        return _fit(space, budget, args, study_dir, cell_weights, tables)
+
+
+def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter):
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from study.progress import ProgressCallback
+    from study.table_writer import TablesCallback
     from study.search import build_search
     from study.tensorboard import TensorBoardCallback, write_hparams_config
     from study.trainable import StudySettings, trainable
 
-    ray.init(address=args.address, log_to_driver=False, configure_logging=False)
     settings = StudySettings(
         seeds=space.seeds, budget=budget, datasets=space.datasets, cell_weights=cell_weights,
         data_seed=space.data_seed, cache_dir=args.cache_dir, train_storage=str(study_dir / "train"),
@@ -203,20 +271,18 @@ def _tune(space, budget, args, study_dir: Path, cell_weights):
             run_config=tune.RunConfig(
                 name=study_dir.name, storage_path=str(study_dir.parent), verbose=0,
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # Tune's own, minus its TBX logger
-                           TensorBoardCallback(study_dir, space), ProgressCallback(budget.epochs)],
+                           TensorBoardCallback(study_dir, space), ProgressCallback(budget.epochs),
+                           TablesCallback(tables)],
                 failure_config=tune.FailureConfig(max_failures=1),
             ),
         )
     return tuner.fit()
 
 
-def _report(space: SearchSpace, study_dir: Path, cell_weights, manifests, began: float, budget_name: str,
-            budget) -> int:
+def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: float) -> int:
     from study import results
-    from study.trials import trials_frame, write_trials
 
-    frame, history = trials_frame(study_dir, space, budget_name=budget_name, epochs=budget.epochs)
-    write_trials(frame, history, study_dir, cell_weights, manifests)
+    frame = tables.write(rank=False)  # the ranking follows, printed
     configs = frame.drop_duplicates("config_id") if len(frame) else frame
     errors = int((configs["status"] == "ERROR").sum()) if len(configs) else 0
     unfinished = int((~configs["status"].isin(["TERMINATED", "ERROR"])).sum()) if len(configs) else 0

@@ -266,6 +266,16 @@ def _configurations(rows: pd.DataFrame, params: list[str], source: Path) -> dict
     return configs
 
 
+def _left_out(rows: pd.DataFrame) -> list[str]:
+    """A note per configuration the ranking leaves out (failed, or not finished yet), with why."""
+    notes = []
+    for _, row in rows[rows["status"] != DONE].drop_duplicates("config_id").iterrows():
+        error = row.get("error")
+        why = str(row["status"]).lower() + ("" if _is_null(error) else f": {error}")
+        notes.append(f"left out of the ranking: {row['config_id']} ({why})")
+    return notes
+
+
 def read_study(study_dir: str | Path, *, n_draws: int = 1000, seed: int = 0) -> Study:
     """Read a study directory (`read_trials` plus history, ranks and space, each optional)."""
     if n_draws < 2:
@@ -287,6 +297,7 @@ def read_study(study_dir: str | Path, *, n_draws: int = 1000, seed: int = 0) -> 
         rows["config_id"] = [ids[k] for k in keys]
         notes.append(f"{source} has no config_id column (written before configurations were "
                      "scheduled whole): configurations grouped by their param/* values, no matched baselines")
+    notes.extend(_left_out(rows))
     history = None
     if (directory / "history.parquet").is_file():
         try:

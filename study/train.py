@@ -30,6 +30,7 @@ from study.budget import Budget, DatasetEntry
 from study.data import open_dataset
 from study.space import cell_weights
 from study.trial_config import TrialConfig
+from study.trial_failure import nonfinite_loss, record_failure
 from study.trial_run import TrialRun, ranks_frame
 from study.worker import SeedRun
 
@@ -51,6 +52,7 @@ class RunSpec:
     cache_dir: str | None = None
     allow_missing_images: bool = False
     driver_node: str = ""  # node of the Tune function that launched this run (reported with the workers')
+    run_dir: str = ""  # the Train run's folder on shared storage: where a failure's reason is recorded
 
 
 def open_study_data(entry: DatasetEntry, *, budget: Budget, data_seed: int, cache_dir: str | None,
@@ -107,6 +109,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(run.epoch, spec.until):
         began, cpu_began = time.time(), time.process_time()
         train_logs = run.train_epoch()
+        failure = nonfinite_loss(train_logs, epoch=epoch + 1, world=world)
+        if failure is not None:  # retrying would repeat it: record why and end (study/trial_failure.py)
+            if rank == 0 and spec.run_dir:
+                record_failure(spec.run_dir, failure)
+            return
         train_s = time.time() - began
         evaluation, frames = run.evaluate()
         run.epoch = epoch + 1

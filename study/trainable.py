@@ -5,7 +5,8 @@ trainable). ASHA and Optuna see the seed-mean WHM at equal epochs.
 The TorchTrainer's run name is stable per configuration (`train-<config id>`), so a resumed study,
 a restarted trial or the sync scheduler's next rung continues from Train's last checkpoint instead
 of starting over; a restarted trial whose run already reached its epoch reports that result again
-without starting the TorchTrainer (study.train.reached).
+without starting the TorchTrainer (study.train.reached), and one whose loss diverged fails again at
+once with the reason (study/trial_failure.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from study.budget import Budget, DatasetEntry
 from study.train import RunSpec, build_trainer, reached
 from study.trial_config import TrialConfig
+from study.trial_failure import raise_if_failed
 
 
 @dataclass(frozen=True)
@@ -42,20 +44,24 @@ def train_run_name(config_id: str) -> str:
 def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
     trial_id = tune.get_context().get_trial_id()
     trial = TrialConfig.from_params(config, seeds=settings.seeds, where=f"trial {trial_id}")
+    run_name = train_run_name(trial.config_id)
+    run_dir = f"{settings.train_storage.rstrip('/')}/{run_name}"
     spec = RunSpec(
         trial=trial, budget=settings.budget, datasets=settings.datasets, cell_weights=settings.cell_weights,
         until=min(trial.until or settings.budget.epochs, settings.budget.epochs),
         data_seed=settings.data_seed, cache_dir=settings.cache_dir,
         allow_missing_images=settings.allow_missing_images, driver_node=ray.get_runtime_context().get_node_id(),
+        run_dir=run_dir,
     )
-    run_name = train_run_name(trial.config_id)
-    last = reached(f"{settings.train_storage.rstrip('/')}/{run_name}", spec.until)
+    raise_if_failed(run_dir)  # its loss diverged before: Tune's retry ends at once with the reason
+    last = reached(run_dir, spec.until)
     if last is not None:  # trained this far before the study was interrupted: the same result again
         tune.report(last)
         return
     trainer = build_trainer(spec, run_name=run_name, storage_path=settings.train_storage,
                             callbacks=[TuneReportCallback()])
     trainer.fit()
+    raise_if_failed(run_dir)
 
 
 def trainable(settings: StudySettings):

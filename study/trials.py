@@ -3,7 +3,7 @@
 * `trials.parquet`: one row per (configuration, seed) at the configuration's scored epoch: the last
   epoch Tune saw it report, which all its seeds reached together (they train in one trial). Every
   hyperparameter (`param/*`), the seed, every per-dataset per-split per-K recall, the WHM, status,
-  whether the scheduler stopped it early, time and compute (accumulated over resumes), where it ran,
+  whether the scheduler stopped it early (or, for a failed one, why: `error`), time and compute (accumulated over resumes), where it ran,
   and how it computed (budget, image sizes, precision, workers, threads, package versions).
 * `history.parquet`: one row per (configuration, seed, epoch) up to the scored epoch, read from the
   checkpoint's history, so a resumed trial loses no epoch.
@@ -16,7 +16,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 from ray.tune import ExperimentAnalysis
@@ -24,6 +24,7 @@ from ray.tune import ExperimentAnalysis
 from study.parquet_io import CELL_WEIGHTS_KEY, write_parquet_atomic
 from study.space import SearchSpace
 from study.trainable import train_run_name
+from study.trial_failure import recorded_failure
 from study.trial_config import BASELINE_OF, CONFIG_ID, CONTROL_KEYS, ROLE, UNTIL
 from study.train import HISTORY_FILE, RANKS_FILE
 from study.trial_run import seed_prefix
@@ -34,6 +35,7 @@ RANKS_DIR = "ranks"
 MANIFESTS_KEY = b"cirstudy.manifests"  # dataset key -> ImageManifest: which images a study really used
 METRIC_PREFIXES = ("recall/", "breakdown/", "gap/", "train/")
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
+ERROR_FILE = "error.txt"  # Tune's, in a failed trial's folder
 STATUS_ORDER = {"TERMINATED": 0, "ERROR": 1, "PAUSED": 2, "PENDING": 3, "RUNNING": 4}
 
 
@@ -50,14 +52,16 @@ class Configuration:
     until: int = 0
     seen_epoch: int = 0  # the last epoch Tune saw reported
     last_result: dict[str, Any] = field(default_factory=dict)
+    error_file: str | None = None  # Tune's error file of its latest trial, when that one failed
 
 
-def configurations(study_dir: Path) -> list[Configuration]:
-    """Every configuration of the study, in config-id order; the latest trial (highest rung) decides
-    its status."""
-    analysis = ExperimentAnalysis(str(study_dir))
+def configurations(trials: Iterable, ended: Mapping[str, str] | None = None) -> list[Configuration]:
+    """Every configuration of Tune's `trials` (ExperimentAnalysis's, or the running controller's),
+    in config-id order; the latest trial (highest rung) decides its status. `ended`: trial id ->
+    status, for a trial that Tune is ending right now (its status changes after the callbacks)."""
     found: dict[str, Configuration] = {}
-    for trial in analysis.trials:
+    for trial in trials:
+        status = (ended or {}).get(trial.trial_id, trial.status)
         config = dict(trial.config or {})
         config_id = str(config.get(CONFIG_ID, trial.trial_id))
         entry = found.setdefault(config_id, Configuration(
@@ -65,12 +69,28 @@ def configurations(study_dir: Path) -> list[Configuration]:
             str(config.get(ROLE, "searched")), config.get(BASELINE_OF)))
         result = trial.last_result or {}
         until = int(config.get(UNTIL) or 0)
-        later = (until, -STATUS_ORDER.get(trial.status, 5)) >= (entry.until, -STATUS_ORDER.get(entry.status, 5))
+        later = (until, -STATUS_ORDER.get(status, 5)) >= (entry.until, -STATUS_ORDER.get(entry.status, 5))
         if later:
-            entry.trial_id, entry.status, entry.until = trial.trial_id, trial.status, until
+            entry.trial_id, entry.status, entry.until = trial.trial_id, status, until
+            entry.error_file = f"{trial.path}/{ERROR_FILE}" if status == "ERROR" and trial.path else None
         if int(result.get("epoch", 0)) >= entry.seen_epoch and "epoch" in result:
             entry.seen_epoch, entry.last_result = int(result["epoch"]), dict(result)
     return [found[key] for key in sorted(found)]
+
+
+def error_reason(study_dir: Path, config: Configuration) -> str | None:
+    """Why a failed configuration failed: the reason its workers recorded (a diverged loss), else the
+    last line of Tune's error file (the exception)."""
+    if config.status != "ERROR":
+        return None
+    reason = recorded_failure(study_dir / "train" / train_run_name(config.config_id))
+    if reason is None and config.error_file:
+        try:
+            lines = [line for line in Path(config.error_file).read_text(errors="replace").splitlines() if line.strip()]
+            reason = lines[-1].strip()[:500] if lines else None
+        except OSError:
+            reason = None
+    return reason or "failed (no reason recorded)"
 
 
 def latest_checkpoint(train_dir: Path) -> Path | None:
@@ -93,11 +113,16 @@ def _seed_metrics(metrics: Mapping[str, Any], seed: int) -> dict[str, Any]:
             if k.startswith(prefix) and isinstance(v, (int, float))}
 
 
-def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epochs: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epochs: int,
+                 trials: Iterable | None = None, ended: Mapping[str, str] | None = None,
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, history) of every configuration Tune knows of, finished or not; copies each
-    configuration's ranks file into `<study>/ranks/`."""
+    configuration's ranks file into `<study>/ranks/`. `trials` and `ended`: Tune's trials while the
+    study runs (default: read the study's experiment state from disk); see `configurations`."""
     rows, history_rows = [], []
-    for config in configurations(study_dir):
+    if trials is None:
+        trials = ExperimentAnalysis(str(study_dir)).trials
+    for config in configurations(trials, ended):
         history, checkpoint = read_history(study_dir, config.config_id)
         if not history and config.last_result:  # no checkpoint yet: what Tune saw is all there is
             history = [config.last_result]
@@ -111,6 +136,7 @@ def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epoch
             "baseline_id": config.baseline_id, "status": config.status, "epoch": int(last.get("epoch", 0)),
             "max_epochs": epochs,
             "stopped_early": config.status == "TERMINATED" and int(last.get("epoch", 0)) < epochs,
+            "error": error_reason(study_dir, config),
         }
         for name in space.parameter_names():
             base[f"param/{name}"] = config.params.get(name)  # None where a conditional parameter was inactive
@@ -131,7 +157,8 @@ def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epoch
                 values = _seed_metrics(entry, seed)
                 history_rows.append({"config_id": config.config_id, "seed": seed, "epoch": int(entry["epoch"]),
                                      **{k: v for k, v in values.items() if k.startswith((*METRIC_PREFIXES, "whm"))}})
-    return _uniform_params(pd.DataFrame(rows)), pd.DataFrame(history_rows)
+    history_frame = pd.DataFrame(history_rows, columns=None if history_rows else ["config_id", "seed", "epoch"])
+    return _uniform_params(pd.DataFrame(rows)), history_frame
 
 
 def _uniform_params(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,18 +1,19 @@
-"""End to end, as a user runs it: `python -m study.run` with the synchronous scheduler against a real
-two-node Ray cluster (`ray.cluster_utils.Cluster`), twice over the same small study
-(tests/spaces/tiny.yaml): once uninterrupted, once killed with SIGKILL after its first finished
-trial and resumed. Then what a user looks at: the Parquet tables (the same in both runs, seeds
-scored at their common epoch, matched baselines), the ranking recomputed by hand, and the
-TensorBoard files read back with TensorBoard's own reader (issue 9, "Done when"). After them, on
-the same cluster, a grid study with the asynchronous scheduler (the last test).
+"""End to end, as a user runs it, with the faults a study meets (issues 9 and 10): `python -m
+study.run` with the synchronous scheduler against a real multi-node Ray cluster
+(`ray.cluster_utils.Cluster`), twice over the same small study (tests/spaces/tiny.yaml).
 
-The studies run one after the other: run side by side, their trials' worker processes queue for
-Ray's start-up slots and the three took 13 minutes instead of 9.
+* The first run meets a lost node: once the first rung has finished, replacement nodes join and the
+  nodes the study ran on are removed without warning while a trial of the next rung runs there.
+  At the same time, on the same machine, a second study (tests/spaces/tiny_grid.yaml, a grid with
+  the asynchronous scheduler) runs on its own local Ray: two Ray instances, two studies, both finish.
+* The second run is stopped with SIGTERM after its first finished trial (it exits as an interrupted
+  study, with the tables of what finished), resumed, killed with SIGKILL after its next finished
+  trial, and resumed again to the end.
 
-The second run is both "another run of the study" and "a killed and resumed study": it trains
-most of its trials from scratch after the resume (every trial but the first finished one), so
-equal tables show that two runs agree and that a resume changes nothing. (A third, uninterrupted
-run would cost the suite three more minutes for no check the second does not make.)"""
+Equal tables for the two runs show that a lost node, a stopped or killed driver and a resume change
+nothing. Then what a user looks at: the Parquet tables (seeds scored at their common epoch, matched
+baselines), the ranking recomputed by hand, and the TensorBoard files read back with TensorBoard's
+own reader. (A third, uninterrupted run would cost the suite minutes for no check the two make.)"""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +36,9 @@ from study.space import grid_points, load_space
 pytestmark = pytest.mark.slow
 
 SPACES = Path(__file__).parent / "spaces"
-SPACE = SPACES / "tiny.yaml"  # sync scheduler: run twice, once killed and resumed
-GRID_SPACE = SPACES / "tiny_grid.yaml"  # a grid with the asynchronous scheduler
+SPACE = SPACES / "tiny.yaml"  # sync scheduler: run twice, with the faults
+GRID_SPACE = SPACES / "tiny_grid.yaml"  # a grid with the asynchronous scheduler, on its own local Ray
+RUNG_TRIALS = 3  # tiny.yaml's first rung: two sampled configurations and one matched baseline
 
 
 @dataclass
@@ -43,11 +46,13 @@ class Finished:
     study_dir: Path
     stdout: str
     stderr: str
+    returncode: int = 0
 
 
-def _command(cluster, space: Path, storage: Path, cache: Path, scheduler: str) -> list[str]:
-    return [sys.executable, "-m", "study.run", "--space", str(space), "--budget", "smoke", "--scheduler", scheduler,
-            "--address", cluster.address, "--storage", str(storage), "--cache-dir", str(cache)]
+def _command(space: Path, storage: Path, cache: Path, scheduler: str, address: str | None) -> list[str]:
+    command = [sys.executable, "-m", "study.run", "--space", str(space), "--budget", "smoke", "--scheduler",
+               scheduler, "--storage", str(storage), "--cache-dir", str(cache)]
+    return command + (["--address", address] if address else [])
 
 
 class _Driver:
@@ -58,6 +63,19 @@ class _Driver:
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
 
+    def wait_for(self, ending: str, count: int = 1) -> None:
+        """Until the progress lines (stderr) hold `count` lines ending with `ending`; the driver
+        ending first fails the test."""
+        while sum(line.rstrip().endswith(ending) for line in self.err.read_text().splitlines()) < count:
+            assert self.process.poll() is None, f"study.run ended before {count} x {ending!r}:\n" + \
+                self.err.read_text()[-6000:]
+            time.sleep(0.5)
+
+    def stop(self, signum: int) -> Finished:
+        self.process.send_signal(signum)
+        self.process.wait()
+        return Finished(self.study_dir, self.out.read_text(), self.err.read_text(), self.process.returncode)
+
     def finish(self) -> Finished:
         self.process.wait()
         stdout, stderr = self.out.read_text(), self.err.read_text()
@@ -65,35 +83,51 @@ class _Driver:
         return Finished(self.study_dir, stdout, stderr)
 
 
+def _replace_nodes(cluster, nodes: list) -> list:
+    """New nodes join, then `nodes` die without warning (their processes are killed)."""
+    fresh = [cluster.add_node(num_cpus=1) for _ in nodes]
+    cluster.wait_for_nodes()
+    for node in nodes:
+        cluster.remove_node(node, allow_graceful=False)
+    return fresh
+
+
 @pytest.fixture(scope="session")
 def studies(tmp_path_factory) -> dict:
-    """The three studies, one after the other on one two-node cluster."""
+    """The two runs of tiny.yaml on one cluster, and the grid study beside the first on a local Ray."""
     from ray.cluster_utils import Cluster
 
     root = tmp_path_factory.mktemp("studies")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    cluster.add_node(num_cpus=2)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials run on the other nodes
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     try:
-        def start(name: str, space: Path, scheduler: str, *extra: str) -> _Driver:
-            command = _command(cluster, space, root / name, root / "cache", scheduler) + list(extra)
+        def start(name: str, space: Path, scheduler: str, *extra: str, address: str | None = cluster.address):
+            command = _command(space, root / name, root / "cache", scheduler, address) + list(extra)
             return _Driver(command, root / f"{name}{len(extra)}", root / name / space.stem)
 
-        first = start("first", SPACE, "sync").finish()
-        grid = start("grid", GRID_SPACE, "asha").finish()
-        killed = subprocess.Popen(_command(cluster, SPACE, root / "resumed", root / "cache", "sync"),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for line in killed.stderr:  # progress lines: "... trial <id> finished"
-            if line.rstrip().endswith(" finished"):
-                break
-        killed.send_signal(signal.SIGKILL)
-        killed.communicate()
+        first = start("first", SPACE, "sync")
+        grid = start("grid", GRID_SPACE, "asha", address=None)  # its own local Ray, beside the cluster
+        first.wait_for(" started", RUNG_TRIALS + 1)  # the first rung is done: a trial of the next one started
+        original = {node.node_id for node in nodes}
+        nodes = _replace_nodes(cluster, nodes)
+        first, grid = first.finish(), grid.finish()
+
+        stopped = start("resumed", SPACE, "sync")
+        stopped.wait_for(" finished")
+        stopped = stopped.stop(signal.SIGTERM)
+        stopped_trials = pd.read_parquet(stopped.study_dir / "trials.parquet")  # read before the resume
+        killed = start("resumed", SPACE, "sync", "--resume")
+        killed.wait_for(" finished")
+        killed.process.send_signal(signal.SIGKILL)
+        killed.process.wait()
         assert (root / "resumed" / "tiny" / "tuner.pkl").is_file()
-        resumed = start("resumed", SPACE, "sync", "--resume")
-        return {"first": first, "grid": grid, "resumed": resumed.finish(),
-                "nodes": {node.node_id for node in cluster.list_all_nodes()}}
+        resumed = start("resumed", SPACE, "sync", "--resume", "--name", "tiny")  # a new log file name
+        return {"first": first, "grid": grid, "stopped": stopped, "stopped_trials": stopped_trials,
+                "resumed": resumed.finish(), "nodes": original, "replacements": {n.node_id for n in nodes}}
     finally:
         cluster.shutdown()
+
 
 # what two runs of one study must agree on (trial ids, nodes and seconds differ by nature)
 SAME = ["config_id", "role", "baseline_id", "status", "seed", "epoch", "stopped_early"]
@@ -122,12 +156,26 @@ def test_prints_progress_and_ranking(first) -> None:
     assert "rank" in done.stdout
 
 
-def test_configurations_ran_on_both_nodes(studies) -> None:
+def test_a_lost_node_restarts_its_trial_elsewhere(studies) -> None:
+    assert "lost its process (a node died?): restarting it from its last checkpoint" in studies["first"].stderr
+
+
+def test_sigterm_stops_the_study_with_the_tables_of_what_finished(studies) -> None:
+    stopped = studies["stopped"]
+    assert stopped.returncode == 130  # interrupted, resumable
+    assert "interrupted: continue with the same command plus --resume" in stopped.stderr
+    frame = studies["stopped_trials"].drop_duplicates("config_id")
+    assert (frame["status"] == "TERMINATED").sum() >= 1  # what had finished is in the tables
+    assert (stopped.study_dir / "ranking.parquet").is_file()
+
+
+def test_configurations_ran_on_the_clusters_nodes(studies) -> None:
     used = set()
-    for name in ("first", "resumed", "grid"):
+    for name in ("first", "resumed"):
         frame = pd.read_parquet(studies[name].study_dir / "trials.parquet")
         used |= {node for nodes in frame["nodes"] for node in nodes.split(",") if node} | set(frame["driver_node"])
-    assert used == studies["nodes"]
+    assert used <= studies["nodes"] | studies["replacements"]
+    assert used & studies["nodes"] and used & studies["replacements"]  # before and after the nodes were lost
 
 
 def test_every_seed_of_a_configuration_is_scored_at_one_epoch(first) -> None:
