@@ -8,17 +8,26 @@ writes `recalls.json` (Recall@K and the breakdowns, plus the dataset's image man
 one), `queries.parquet` (a row per query: id, source, text, target, kind, rank of the first hit,
 top-10 gallery ids), `gallery.parquet` (gallery id -> image path, label) and the embeddings
 `query_embeddings.npy` / `gallery_embeddings.npy`, and `retrievals.png` (queries with their top-5).
-Images are read from the node's image map (study/data/image_cache.py), decoded on first use; pass
-the `--image-size` the model was trained at (default: the dataset's, 224 real / 64 generated).
+Images are read from the node's image map (study/data/image_cache.py), decoded on first use.
+
+The generated dataset's scale and the image size default to the ones the model was trained at, read
+from the `history.json` beside `state.pt` (study/train.py setup_record); another `--scale` or
+`--image-size` is refused unless `--allow-other-scale`. A checkpoint that does not record them is
+evaluated at --scale (default 0.05) and the dataset's image size (224 real / 64 generated), with a
+warning. Bad input (an unreadable checkpoint, a device this machine lacks, an --out that cannot be
+written) ends with one message and exit code 2 before anything is evaluated.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-from dataclasses import asdict
+import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -31,10 +40,11 @@ from study.evaluation import evaluate_split
 from study.metrics import top_k
 from study.parquet_io import write_parquet_atomic
 from study.retrieval_grid import write_retrieval_grid
-from study.train import CHECKPOINT_FILE
+from study.train import CHECKPOINT_FILE, HISTORY_FILE
 
 TOP = 10
 GRID_ROWS = 8  # queries drawn in retrievals.png, spread evenly over the split
+DEFAULT_SCALE = 0.05  # the budget's default (study/budget.py), for a checkpoint that does not record its scale
 
 
 def pick_run(runs: list[str], dataset: str, run: str | None) -> str:
@@ -49,19 +59,131 @@ def pick_run(runs: list[str], dataset: str, run: str | None) -> str:
     return mine[0]
 
 
-def load_model(checkpoint: Path, dataset: str, run: str | None, device: torch.device) -> tuple[CirModel, Vocabulary]:
+def checkpoint_file(checkpoint: Path) -> Path:
+    """The state.pt of a Train checkpoint directory (or the file itself)."""
     path = checkpoint / CHECKPOINT_FILE if checkpoint.is_dir() else checkpoint
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint (expected a Ray Train checkpoint directory holding {CHECKPOINT_FILE})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    runs = state["runs"]
+    return path
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    fix = "pass the checkpoint_<time> folder of a run that reported, or copy the file again if it was cut short"
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; torch.load's own errors on others mislead
+        raise ValueError(f"{path}: not a readable checkpoint (not a complete torch.save archive: cut short, or "
+                         f"another kind of file); {fix}")
     try:
-        saved = runs[pick_run(list(runs), dataset, run)]
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-    model = CirModel(ModelConfig(**saved["model_config"]))
-    model.load_state_dict(saved["model"])
-    return model.to(device).eval(), Vocabulary.from_list(saved["vocab"])
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch.load raises pickle, zip, EOF and runtime errors alike
+        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {reason}); {fix}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("runs"), dict):
+        raise ValueError(f"{path}: not a readable checkpoint (no `runs` in it: not written by study.train)")
+    return state
+
+
+def load_model(path: Path, saved: Mapping[str, Any], run: str, device: torch.device) -> tuple[CirModel, Vocabulary]:
+    """The model `run` of the checkpoint at `path`, from its saved state (study/worker.py SeedRun.state)."""
+    try:
+        model = CirModel(ModelConfig(**saved["model_config"]))
+        model.load_state_dict(saved["model"])
+        vocab = Vocabulary.from_list(saved["vocab"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(f"{path}: not a readable checkpoint (model {run}: {type(error).__name__}: {reason})") from None
+    return model.to(device).eval(), vocab
+
+
+@dataclass(frozen=True)
+class TrainedSetup:
+    """How the checkpoint's model was trained, from the last row of the history.json beside its
+    state.pt (study/train.py setup_record); None where that is not recorded."""
+
+    source: Path  # the history.json
+    read: bool  # False: absent or unreadable, so nothing is known
+    scale: float | None
+    image_size: int | None
+
+    def missing(self, key: str) -> str:
+        return f"{self.source} has no {key}" if self.read else f"no readable {self.source}"
+
+
+def trained_setup(path: Path, run: str) -> TrainedSetup:
+    history = path.parent / HISTORY_FILE
+    try:
+        last = json.loads(history.read_text())[-1]
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        last = None
+    if not isinstance(last, dict):  # absent or unreadable: nothing is known
+        return TrainedSetup(history, False, None, None)
+    key = run.split("@")[0]  # runs are named `<dataset key>@seed<n>`
+    return TrainedSetup(history, True, last.get("setup/scale"), last.get(f"setup/image_size/{key}"))
+
+
+def evaluation_setup(trained: TrainedSetup, *, scale: float | None, image_size: int | None, generated: bool,
+                     allow_other: bool) -> tuple[float, int | None, list[str]]:
+    """The scale and image size to evaluate at, and warnings: the trained ones unless asked otherwise;
+    an explicit other one is refused unless `allow_other`. The scale decides only generated data."""
+    warnings = []
+    if trained.scale is None:
+        how = "as --scale says" if scale is not None else "by default: pass --scale as trained"
+        scale = DEFAULT_SCALE if scale is None else scale
+        if generated:
+            warnings.append(f"the scale the model was trained at is unknown ({trained.missing('setup/scale')}); "
+                            f"evaluating at scale {scale:g} {how}")
+    elif scale is None:
+        scale = trained.scale
+    elif generated and not math.isclose(scale, trained.scale) and not allow_other:
+        raise ValueError(f"--scale {scale:g}: the model was trained at scale {trained.scale:g} ({trained.source}), and "
+                         "another scale generates other test queries and gallery; leave --scale out to evaluate at "
+                         f"{trained.scale:g}, or pass --allow-other-scale")
+    if trained.image_size is None:
+        size = (f"{image_size} px as --image-size says" if image_size is not None
+                else "the dataset's default size: pass --image-size as trained")
+        warnings.append(f"the image size the model was trained at is unknown "
+                        f"({trained.missing('setup/image_size')}); evaluating at {size}")
+    elif image_size is None:
+        image_size = int(trained.image_size)
+    elif image_size != trained.image_size and not allow_other:
+        raise ValueError(f"--image-size {image_size}: the model was trained at {trained.image_size} px "
+                         f"({trained.source}); leave --image-size out, or pass --allow-other-scale")
+    return scale, image_size, warnings
+
+
+def check_device(name: str) -> torch.device:
+    """`--device`, refused before anything is loaded when this machine does not have it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r}: {error}; use cpu or cuda") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: this machine has no CUDA device (torch {torch.__version__}, "
+                             f"CUDA build {torch.version.cuda}); pass --device cpu")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    return device
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before the evaluation, an `--out` that cannot take the files: under a file, or in a
+    folder this process cannot write (read-only, another user's)."""
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a folder; choose a folder to write the results in")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write in {existing} (read-only or not yours); choose a folder you can write")
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    options = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--option {item!r}: expected NAME=VALUE, e.g. category=dress")
+        options[name] = value
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,21 +193,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, help="a real download; default: the generated dataset")
     parser.add_argument("--run", help="which of the checkpoint's models (`<dataset key>@seed<n>`); default: the one of --dataset")
     parser.add_argument("--split", default="test", choices=["test", "train"])
-    parser.add_argument("--scale", type=float, default=0.05, help="generated dataset size (as trained)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help=f"generated dataset size; default: the one the model was trained at (else {DEFAULT_SCALE})")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="loader option, e.g. category=dress")
-    parser.add_argument("--image-size", type=int, default=None, help="square side the model was trained at; default: the dataset's")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="square side; default: the one the model was trained at (else the dataset's)")
+    parser.add_argument("--allow-other-scale", action="store_true",
+                        help="evaluate at a --scale or --image-size other than the model was trained at")
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder (generated data, image maps under images/); "
                         "default $CIRSTUDY_CACHE or ~/.cache/cirstudy/data")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
     try:
-        options = dict(item.split("=", 1) for item in args.option)
-        model, vocab = load_model(args.checkpoint, args.dataset, args.run, device)
-        data = open_dataset(args.dataset, root=args.root, seed=args.data_seed, scale=args.scale, options=options,
-                            image_size=args.image_size, cache_dir=args.cache_dir)
+        device = check_device(args.device)
+        check_out(args.out)
+        options = parse_options(args.option)
+        path = checkpoint_file(args.checkpoint)
+        state = read_state(path)
+        try:
+            run = pick_run(list(state["runs"]), args.dataset, args.run)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        scale, image_size, warnings = evaluation_setup(
+            trained_setup(path, run), scale=args.scale, image_size=args.image_size, generated=args.root is None,
+            allow_other=args.allow_other_scale)
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        model, vocab = load_model(path, state["runs"][run], run, device)
+        data = open_dataset(args.dataset, root=args.root, seed=args.data_seed, scale=scale, options=options,
+                            image_size=image_size, cache_dir=args.cache_dir)
         split = getattr(data, args.split)
         images = open_image_map(split, cache_dir=args.cache_dir, progress=True)
     except (OSError, ValueError, DatasetError) as error:
@@ -99,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,
+        "scale": scale if args.root is None else None, "image_size": split.image_size,
         "queries": len(split.queries), "gallery": len(split.image_paths),
         "recall": {str(k): v for k, v in result.recalls.items()},
         "breakdowns": {part: {str(k): v for k, v in r.items()} for part, r in result.breakdowns.items()},

@@ -210,16 +210,30 @@ def format_importance(importance: pd.DataFrame) -> str:
     return "\n".join([_table(headers, rows, {2, 3, 4}), *notes])
 
 
+def _count_from(least: int, meaning: str):
+    """An argparse type: an integer >= `least`, refused with what it counts."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least} ({meaning}), got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least} ({meaning}), got {value}")
+        return value
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m study.results",
         description="Rank a study's configurations by WHM, test gains against matched baselines and "
                     "assess hyperparameter importance, from the files of a study directory.")
     parser.add_argument("study_dir", type=Path, help="e.g. studies/ga_vs_dim")
-    parser.add_argument("--top", type=int, default=20, help="rows to print; 0 prints all (default 20)")
+    parser.add_argument("--top", type=_count_from(0, "rows to print; 0 prints all"), default=20,
+                        help="rows to print; 0 prints all (default 20)")
     parser.add_argument("--write", action="store_true",
                         help="also write ranking.parquet, gains.parquet and importance.parquet")
-    parser.add_argument("--bootstrap", type=int, default=N_BOOTSTRAP,
+    parser.add_argument("--bootstrap", type=_count_from(2, "query-bootstrap draws"), default=N_BOOTSTRAP,
                         help=f"query-bootstrap draws (default {N_BOOTSTRAP})")
     args = parser.parse_args(argv)
     try:

@@ -1,6 +1,8 @@
 """`python -m study.evaluate` on a checkpoint written the way training writes it: the recalls it
 reports must be recomputable by any other tool from the files it writes (embeddings, gallery
-labels, per-query source), and its breakdowns must cover every modification type."""
+labels, per-query source), and its breakdowns must cover every modification type. Bad input (an
+unreadable checkpoint, a missing device, an unwritable --out, a scale other than the trained one)
+ends in one message and exit code 2 before anything is evaluated."""
 from __future__ import annotations
 
 import json
@@ -18,12 +20,21 @@ import torch
 from models.model import CirModel, ModelConfig
 from models.text import Vocabulary
 from study.data import open_dataset
-from study.evaluate import pick_run
-from study.train import CHECKPOINT_FILE
+import study.evaluate
+from study.evaluate import main, pick_run
+from study.train import CHECKPOINT_FILE, HISTORY_FILE
 
 
-def test_evaluate_writes_recalls_that_the_written_embeddings_reproduce(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
+@pytest.fixture(scope="module")
+def css_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding the generated css at scale 0.01, generated once for this file's evaluations."""
+    cache = tmp_path_factory.mktemp("cache")
+    open_dataset("css", scale=0.01, cache_dir=cache)
+    return cache
+
+
+def test_evaluate_writes_recalls_that_the_written_embeddings_reproduce(tmp_path: Path, css_cache: Path) -> None:
+    cache = css_cache
     data = open_dataset("css", scale=0.01, cache_dir=cache)
     torch.manual_seed(0)
     vocab = Vocabulary.build([q.text for q in data.train.queries])
@@ -93,3 +104,116 @@ def test_category_average_over_one_dataset_listed_with_several_options() -> None
                "recall/css/test@10": 0.9}
     assert category_averages(entries, metrics) == pytest.approx(
         {"breakdown/fashioniq/test/average@10": 0.3, "breakdown/fashioniq/test/average@50": 0.6})
+
+
+def write_checkpoint(directory: Path, history: list[dict] | None = None) -> Path:
+    """A one-model checkpoint folder as study.train writes it (state.pt, history.json); any vocabulary
+    will do for these tests (unknown words share one id)."""
+    torch.manual_seed(0)
+    vocab = Vocabulary.build(["add red cube", "remove blue sphere"])
+    config = ModelConfig(composer="tirg", embed_dim=16, vocab_size=len(vocab))
+    state = {"model": CirModel(config).state_dict(), "vocab": vocab.to_list(), "model_config": asdict(config)}
+    directory.mkdir(parents=True)
+    torch.save({"epoch": 1, "runs": {"css@seed0": state}}, directory / CHECKPOINT_FILE)
+    if history is not None:
+        (directory / HISTORY_FILE).write_text(json.dumps(history))
+    return directory
+
+
+def trained_at(scale: float) -> list[dict]:
+    return [{"epoch": 1, "setup/scale": scale, "setup/image_size/css": 64}]
+
+
+@pytest.fixture
+def no_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a dataset fails the test: these refusals must come before any data."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("study.evaluate opened data before refusing")
+    monkeypatch.setattr(study.evaluate, "open_dataset", refuse)
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "cut short"])
+def test_an_unreadable_checkpoint_is_one_message_and_exit_2(tmp_path: Path, damage: str, no_data,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    checkpoint = write_checkpoint(tmp_path / "checkpoint")
+    whole = (checkpoint / CHECKPOINT_FILE).read_bytes()
+    damaged = np.random.default_rng(0).bytes(len(whole)) if damage == "random bytes" else whole[: len(whole) // 2]
+    (checkpoint / CHECKPOINT_FILE).write_bytes(damaged)
+    assert main([str(checkpoint), "--dataset", "css", "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {checkpoint / CHECKPOINT_FILE}: not a readable checkpoint (")
+    assert "copy the file again" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_cuda_without_cuda_is_refused_before_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    missing = tmp_path / "no-such-checkpoint"  # had it looked, it would say "no checkpoint"
+    assert main([str(missing), "--dataset", "css", "--device", "cuda", "--out", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda: this machine has no CUDA device" in err and "pass --device cpu" in err
+
+
+def test_an_unwritable_out_is_refused_before_evaluating(tmp_path: Path, no_data, capsys: pytest.CaptureFixture) -> None:
+    checkpoint = write_checkpoint(tmp_path / "checkpoint", trained_at(0.01))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    for out in (a_file, a_file / "eval"):
+        assert main([str(checkpoint), "--dataset", "css", "--out", str(out)]) == 2
+        assert f"--out {out}: {a_file} is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_refused_before_evaluating(tmp_path: Path, no_data, capsys: pytest.CaptureFixture) -> None:
+    checkpoint = write_checkpoint(tmp_path / "checkpoint", trained_at(0.01))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert main([str(checkpoint), "--dataset", "css", "--out", str(locked / "eval")]) == 2
+    assert f"cannot write in {locked}" in capsys.readouterr().err
+
+
+def test_another_scale_or_image_size_than_trained_is_refused(tmp_path: Path, no_data,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    checkpoint = write_checkpoint(tmp_path / "checkpoint", trained_at(0.01))
+    out = ["--dataset", "css", "--out", str(tmp_path / "eval")]
+    assert main([str(checkpoint), *out, "--scale", "0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "--scale 0.05: the model was trained at scale 0.01" in err and "--allow-other-scale" in err
+    assert main([str(checkpoint), *out, "--image-size", "32"]) == 2
+    assert "--image-size 32: the model was trained at 64 px" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_the_trained_scale_is_the_default_and_an_other_one_needs_the_flag(
+        tmp_path: Path, css_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("CIRSTUDY_CACHE", str(css_cache))
+    checkpoint = write_checkpoint(tmp_path / "checkpoint", trained_at(0.01))
+    assert main([str(checkpoint), "--dataset", "css", "--out", str(tmp_path / "eval")]) == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "eval" / "recalls.json").read_text())
+    assert (summary["scale"], summary["image_size"]) == (0.01, 64)
+    assert "warning" not in capsys.readouterr().err
+
+    asked = {}
+
+    def stop(name, **kwargs):  # what it would open, without generating another dataset
+        asked.update(kwargs)
+        raise study.evaluate.DatasetError("stopped here by the test")
+    monkeypatch.setattr(study.evaluate, "open_dataset", stop)
+    assert main([str(checkpoint), "--dataset", "css", "--scale", "0.02", "--image-size", "32",
+                 "--allow-other-scale", "--out", str(tmp_path / "other")]) == 2
+    assert (asked["scale"], asked["image_size"]) == (0.02, 32)
+
+
+def test_a_checkpoint_that_does_not_record_its_scale_is_evaluated_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    asked = {}
+
+    def stop(name, **kwargs):
+        asked.update(kwargs)
+        raise study.evaluate.DatasetError("stopped here by the test")
+    monkeypatch.setattr(study.evaluate, "open_dataset", stop)
+    checkpoint = write_checkpoint(tmp_path / "checkpoint", [{"epoch": 1, "setup/image_size/css": 64}])  # before setup/scale
+    main([str(checkpoint), "--dataset", "css", "--out", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert f"warning: the scale the model was trained at is unknown ({checkpoint / HISTORY_FILE} has no setup/scale)" in err
+    assert (asked["scale"], asked["image_size"]) == (0.05, 64)

@@ -293,3 +293,16 @@ def test_main_write_flag_and_broken_files(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "ranks/a.parquet: lacks columns ['epoch', 'dataset', 'split', 'query', 'rank']" in err
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--top", "-1", "argument --top: must be an integer >= 0 (rows to print; 0 prints all), got -1"),
+    ("--bootstrap", "0", "argument --bootstrap: must be an integer >= 2 (query-bootstrap draws), got 0"),
+    ("--bootstrap", "-5", "argument --bootstrap: must be an integer >= 2 (query-bootstrap draws), got -5"),
+])
+def test_cli_refuses_a_bad_count_before_reading_the_study(tmp_path, capsys, option, value, said):
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "missing"), option, value])  # refused before it looks for the folder
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "no such study directory" not in err

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -18,16 +19,24 @@ from study.data.cache import generate_into, generator
 from study.data.cache_admin import clear_datasets, clear_maps, describe_datasets, describe_maps, list_datasets, list_maps
 from study.data.dataset_cache import SUFFIX as ENTRY_SUFFIX
 from study.data.dataset_cache import dataset_cache_dir
-from study.data.describe import describe
+from study.data.describe import describe, no_images
 from study.data.image_cache import SUFFIX, image_cache_dir
 
 
 def _generate(args: argparse.Namespace) -> None:
     gen = generator(args.name)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out {out}: is a file, not a folder; choose a new or empty folder")
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: folder is not empty; choose a new --out so no files are mixed")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a file on the way, a read-only parent
+        raise DatasetError(f"--out {out}: cannot create the folder ({error.strerror}); choose a new or empty "
+                           "folder you can write") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DatasetError(f"--out {out}: cannot write in it (read-only or not yours); choose a folder you can write")
     seconds = generate_into(gen.name, out, seed=args.seed, scale=args.scale)
     print(f"wrote {gen.name} (seed {args.seed}, scale {args.scale}) to {out} in {seconds:.1f} s; "
           f"read it with open_dataset({gen.loader!r}, root=...)")
@@ -49,7 +58,10 @@ def _cache(args: argparse.Namespace) -> None:
 
 
 def _describe(args: argparse.Namespace) -> None:
-    describe(args.root, args.grid, options=_options(args.option))
+    data = describe(args.root, args.grid, options=_options(args.option))
+    empty = no_images(data, args.root)
+    if empty:  # the counts above say what the layout lists; nothing to study or draw
+        raise DatasetError(empty)
 
 
 def _options(pairs: list[str]) -> dict[str, str]:

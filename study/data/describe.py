@@ -1,6 +1,7 @@
 """`python -m study.data describe DIR`: what a dataset folder holds, and a grid of sample queries."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, TextIO
@@ -62,12 +63,36 @@ def write_grid(data: RetrievalData, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def check_grid_path(path: Path) -> None:
+    """Refuse, before anything is read, a grid path that cannot be written: a folder, a path under
+    a file, or in a folder this process cannot write (read-only, another user's)."""
+    if path.is_dir():
+        raise DatasetError(f"sample grid {path}: is a folder; pass --grid with a file name, e.g. {path / 'sample_grid.png'}")
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise DatasetError(f"sample grid {path}: {existing} is a file, not a folder; pass --grid PATH in a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DatasetError(f"sample grid {path}: cannot write in {existing} (read-only or not yours); "
+                           "pass --grid PATH in a folder you can write")
+
+
+def no_images(data: RetrievalData, root: Path) -> str:
+    """Why `data` has no image to show, naming where its loader looked; "" when it has some."""
+    if data.train.image_paths or data.test.image_paths:
+        return ""
+    return data.unusable or (f"{root}: layout {data.name} lists no images; the module docstring of "
+                             f"study/data/{data.name}.py says which files list them")
+
+
 def describe(root: Path, grid: Path | None = None, out: TextIO | None = None,
              options: Mapping[str, Any] | None = None) -> RetrievalData:
     """Print counts per split for the layout found in `root`, and write the sample grid
     (default `root/sample_grid.png`). Loader options are the detector's (FashionIQ: the first
-    category found) overridden by `options`; missing images are reported, not refused."""
+    category found) overridden by `options`; missing images are reported, not refused (with none
+    found there is no grid to draw: `no_images` says why for the command line)."""
     root = Path(root)
+    grid_path = Path(grid) if grid is not None else root / "sample_grid.png"
+    check_grid_path(grid_path)
     layouts = layouts_in(root)
     if not layouts:
         raise DatasetError(
@@ -76,9 +101,12 @@ def describe(root: Path, grid: Path | None = None, out: TextIO | None = None,
         )
     chosen = {**detected_options(layouts[0], root), **dict(options or {})}
     data = DATASETS.get(layouts[0])(root, allow_missing_images=True, **chosen)
-    grid_path = Path(grid) if grid is not None else root / "sample_grid.png"
-    write_grid(data, grid_path)
     shown = f" ({', '.join(f'{k}={v}' for k, v in chosen.items())})" if chosen else ""
-    lines = [f"{root}: layout {layouts[0]}{shown}", *summary(data), f"sample grid: {grid_path}"]
-    print("\n".join(lines), file=out)
+    lines = [f"{root}: layout {layouts[0]}{shown}", *summary(data)]
+    if no_images(data, root):
+        print("\n".join(lines), file=out)
+        return data
+    grid_path.parent.mkdir(parents=True, exist_ok=True)
+    write_grid(data, grid_path)
+    print("\n".join([*lines, f"sample grid: {grid_path}"]), file=out)
     return data
