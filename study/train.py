@@ -4,6 +4,7 @@ and report per-dataset recalls and the WHM (methods.md A.8, A.9).
 
     python -m study.train --composer tirg --dataset css --workers 2 --epochs 3
     python -m study.train --composer concat --dataset css --dataset states --param regularizer=ga --param ga_strength=0.01
+    python -m study.train --composer tirg --dataset shoes --root /data/shoes --address 10.0.0.1:6379
 """
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ import torch.distributed as dist
 from ray.train.torch import TorchTrainer
 
 from study.budget import Budget, DatasetEntry
-from study.data import open_dataset
-from study.space import cell_weights
-from study.trial_config import TrialConfig
-from study.trial_failure import nonfinite_loss, record_failure
+from study.data import DATASETS, GENERATORS, known_datasets, open_dataset
+from study.ray_session import RayAddressError, check_reachable, ray_session
+from study.space import SearchSpace, SpaceError, cell_weights
+from study.trial_config import TrialConfig, check_capabilities
+from study.trial_failure import nonfinite_loss, record_failure, recorded_failure
 from study.trial_run import TrialRun, ranks_frame
 from study.worker import SeedRun
 
@@ -70,6 +72,7 @@ def setup_record(spec: RunSpec, run: TrialRun, world: int) -> dict[str, Any]:
         "setup/workers": world, "setup/threads": spec.budget.threads_per_worker,
         "setup/precision": spec.budget.precision, "setup/channels_last": spec.budget.channels_last,
         "setup/batch_size": spec.budget.batch_size, "setup/versions": package_versions(),
+        "setup/scale": spec.budget.scale,  # the generated datasets' size: study.evaluate evaluates at it
     }
     for share in (r.share for r in run.runs[spec.trial.seeds[0]]):
         record[f"setup/image_size/{share.key}"] = share.data.train.image_size
@@ -218,21 +221,45 @@ def build_trainer(spec: RunSpec, *, run_name: str, storage_path: str, callbacks:
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (a fraction of the real dataset's size), got {text}")
+    return value
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m study.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--composer", default="tirg")
-    parser.add_argument("--dataset", action="append", help="repeatable; default css")
-    parser.add_argument("--workers", type=int, default=1, help="data-parallel workers")
+    parser.add_argument("--dataset", action="append", choices=known_datasets(), help="repeatable; default css")
+    parser.add_argument("--root", type=Path, default=None, metavar="DIR",
+                        help=f"the folder of a downloaded layout, read by the --dataset that has a loader of one "
+                             f"({DATASETS.names()}); without it datasets are generated ({GENERATORS.names()})")
+    parser.add_argument("--workers", type=_positive_int, default=1, help="data-parallel workers")
     parser.add_argument("--use-gpu", action="store_true")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--scale", type=float, default=0.05, help="generated dataset size (1.0 = full)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--embed-dim", type=int, default=128)
+    parser.add_argument("--epochs", type=_positive_int, default=3)
+    parser.add_argument("--scale", type=_fraction, default=0.05, help="generated dataset size, in (0, 1] (1.0 = full)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument("--lr", type=float, default=Budget.lr, help="SGD learning rate")
+    parser.add_argument("--embed-dim", type=_positive_int, default=128)
     parser.add_argument("--image-encoder", default="small_cnn", choices=["small_cnn", "resnet18"])
     parser.add_argument("--K", type=lambda v: v if v == "batch" else int(v), default=2,
                         help="candidates per group in the matching loss (an int >= 2, or `batch`)")
     parser.add_argument("--seed", type=int, action="append", help="repeatable: every seed trains in this one run; default 0")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker (they change the floats)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="intra-op threads per worker (they change the floats)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a regulariser hyperparameter, e.g. regularizer=ga, ga_strength=0.01")
     parser.add_argument("--storage", default="studies/_train")
@@ -249,6 +276,39 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def _dataset_entries(names: list[str], root: Path | None) -> tuple[DatasetEntry, ...]:
+    """`--dataset NAME ... [--root DIR]`: DIR is read by the one dataset with a loader of a real
+    layout; without it every dataset is generated, so one that only reads a download is refused."""
+    if root is None:
+        downloads = [name for name in names if name not in GENERATORS]
+        if downloads:
+            raise ValueError(f"--dataset {downloads[0]} reads a downloaded layout: pass --root DIR (the folder "
+                             f"holding it); datasets generated without one: {GENERATORS.names()}")
+        return tuple(DatasetEntry(name) for name in names)
+    readers = [name for name in names if name in DATASETS]
+    if not readers:
+        raise ValueError(f"--root {root}: none of --dataset {names} reads a downloaded layout (loaders: "
+                         f"{DATASETS.names()}); leave --root out to generate them")
+    if len(readers) > 1:
+        raise ValueError(f"--root {root} would be read by each of {readers}: pass one of them per run (a search "
+                         "space gives each dataset its own root: python -m study.run)")
+    return tuple(DatasetEntry(name, root=str(root) if name in DATASETS else None) for name in names)
+
+
+def _check_capabilities(params: dict[str, Any], seeds: tuple[int, ...], datasets: tuple[DatasetEntry, ...],
+                        data: Mapping[str, Any]) -> None:
+    """study.run's check before Ray starts, on the command line's one configuration: a space whose
+    parameters are all fixed."""
+    space = SearchSpace(name="train", path=Path("command line"), question="", datasets=datasets,
+                        split_weights={"test": 1.0}, k_weights=None, seeds=seeds, parameters=(), fixed=params,
+                        budgets={})
+    try:
+        check_capabilities(space, data)
+    except SpaceError as error:  # its fix speaks of a space file; here the fix is another option
+        reason = str(error).split("; restrict it")[0]
+        raise SpaceError(f"{reason}; pass another --composer, or a --dataset that provides it") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     params: dict[str, Any] = {"composer": args.composer, "K": args.K}
@@ -259,26 +319,44 @@ def main(argv: list[str] | None = None) -> int:
         name, value = item.split("=", 1)
         params[name] = _parse_value(value)
     try:
+        if args.address is not None:
+            check_reachable(args.address)  # seconds now, rather than Ray's minutes of retries after the data
         trial = TrialConfig.from_params(params, seeds=tuple(args.seed or [0]), where="command line")
         budget = Budget(
-            num_samples=1, epochs=args.epochs, scale=args.scale, batch_size=args.batch_size, embed_dim=args.embed_dim,
+            num_samples=1, epochs=args.epochs, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
+            embed_dim=args.embed_dim,
             image_encoder=args.image_encoder, workers_per_trial=args.workers, threads_per_worker=args.threads,
             gpus_per_worker=1.0 if args.use_gpu else 0.0, cpus_per_worker=1.0,
         )
-    except ValueError as error:
+        datasets = _dataset_entries(args.dataset or ["css"], args.root)
+    except ValueError as error:  # RayAddressError included
         print(f"error: {error}", file=sys.stderr)
         return 2
-    datasets = tuple(DatasetEntry(name) for name in (args.dataset or ["css"]))
     if trial.candidates(budget.batch_size) > budget.batch_size:
         print(f"error: K={trial.k} exceeds the batch size {budget.batch_size}", file=sys.stderr)
         return 2
     print(f"preparing data: {[d.key for d in datasets]} at scale {args.scale}", flush=True)
-    ks = {d.key: open_study_data(d, budget=budget, data_seed=0, cache_dir=None).recall_ks for d in datasets}
-    weights = cell_weights(datasets, {"test": 1.0}, None, ks)
-    spec = RunSpec(trial=trial, budget=budget, datasets=datasets, cell_weights=weights, until=budget.epochs)
-    ray.init(address=args.address)
+    try:
+        data = {d.key: open_study_data(d, budget=budget, data_seed=0, cache_dir=None) for d in datasets}
+        _check_capabilities(params, trial.seeds, datasets, data)
+    except ValueError as error:  # DatasetError, SpaceError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    weights = cell_weights(datasets, {"test": 1.0}, None, {key: d.recall_ks for key, d in data.items()})
     storage = str(Path(args.storage).resolve())
-    result = build_trainer(spec, run_name=f"train-{args.composer}-{int(time.time())}", storage_path=storage).fit()
+    run_name = f"train-{args.composer}-{int(time.time())}"
+    spec = RunSpec(trial=trial, budget=budget, datasets=datasets, cell_weights=weights, until=budget.epochs,
+                   run_dir=f"{storage}/{run_name}")
+    try:
+        with ray_session(args.address, log_to_driver=True):  # the workers' output shows here, as before
+            result = build_trainer(spec, run_name=run_name, storage_path=storage).fit()
+    except RayAddressError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failure = recorded_failure(spec.run_dir)
+    if failure is not None:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     final = {k: v for k, v in result.metrics.items()
              if k.startswith(("recall/", "whm", "epoch", "check/", "seed/")) and "/breakdown/" not in k}
     for key in sorted(final):

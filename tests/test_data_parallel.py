@@ -86,3 +86,20 @@ def test_a_run_that_reached_its_epoch_gives_its_last_result_back(two_workers) ->
     shutil.copytree(checkpoint.parent, damaged)
     (damaged / "checkpoint_manager_snapshot.json").write_text('{"ray_version": "2.6')
     assert reached(str(damaged), until=1) is None
+
+
+def test_a_diverging_run_ends_at_once_with_the_reason(tmp_path_factory) -> None:
+    """A NaN loss is recorded by the workers and reported; nothing is retried (study/trial_failure.py)."""
+    tmp_path = tmp_path_factory.mktemp("nan")  # short: Ray's socket paths under TMPDIR must stay < 108 bytes
+    (tmp_path / "tmp").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "study.train", "--composer", "concat", "--dataset", "css", "--epochs", "2",
+         "--scale", "0.01", "--batch-size", "16", "--embed-dim", "16", "--lr", "1e30", "--storage", str(tmp_path / "runs")],
+        capture_output=True, text=True, env={**os.environ, "CIRSTUDY_CACHE": str(tmp_path / "cache"),
+                                            "TMPDIR": str(tmp_path / "tmp")},
+    )
+    assert done.returncode == 1, done.stderr[-4000:]
+    assert "error: the loss became NaN or infinite in epoch 1 (seed/0/train/css/loss/" in done.stderr
+    [run] = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "failed.json").read_text())["reason"].startswith("the loss became NaN or infinite in epoch 1")
+    assert not list(run.glob("checkpoint_*"))  # it stopped in its first epoch: nothing to resume from
