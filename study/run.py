@@ -271,8 +271,9 @@ def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter
             run_config=tune.RunConfig(
                 name=study_dir.name, storage_path=str(study_dir.parent), verbose=0,
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # Tune's own, minus its TBX logger
-                           TensorBoardCallback(study_dir, space), ProgressCallback(budget.epochs),
-                           TablesCallback(tables)],
+                           TensorBoardCallback(study_dir, space),
+                           TablesCallback(tables),  # before the progress line: "finished" means written
+                           ProgressCallback(budget.epochs)],
                 failure_config=tune.FailureConfig(max_failures=1),
             ),
         )

@@ -35,6 +35,18 @@ def test_more_gpus_than_this_machine_has_is_refused(tmp_path: Path, capsys: pyte
     assert "--gpus-per-worker (0 = CPU)" in err  # and the fix
 
 
+def test_the_paper_budget_on_a_machine_without_gpus_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has GPUs")
+    code = main(["--space", "ga_vs_dim", "--budget", "paper", "--storage", str(tmp_path / "studies"),
+                 "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and not ray.is_initialized() and not (tmp_path / "cache").exists()
+    assert "budget 'paper': each Ray Train worker needs" in err and "1 GPUs on one node; this machine offers" in err
+
+
 def test_more_workers_than_this_machine_has_cpus_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     if (os.cpu_count() or 1) >= 17:  # 32 workers of 0.5 CPUs plus the trial's 0.5 fit there
         pytest.skip("this machine has the 16.5 CPUs the trial asks for")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -83,6 +84,14 @@ class _Driver:
         return Finished(self.study_dir, stdout, stderr)
 
 
+def _finished_epochs(progress: str) -> dict[str, int]:
+    """config id -> the epoch its trial finished at, from study.run's progress lines."""
+    reported = dict(re.findall(r"\(trial (\S+)\) epoch (\d+)/", progress))  # trial id -> last epoch reported
+    configs = dict((t, c) for c, t in re.findall(r"config (\S+) \(trial (\S+)\)", progress))
+    finished = re.findall(r"trial (\S+) finished$", progress, flags=re.MULTILINE)
+    return {configs[t]: int(reported[t]) for t in finished}
+
+
 def _replace_nodes(cluster, nodes: list) -> list:
     """New nodes join, then `nodes` die without warning (their processes are killed)."""
     fresh = [cluster.add_node(num_cpus=1) for _ in nodes]
@@ -121,9 +130,12 @@ def studies(tmp_path_factory) -> dict:
         killed.wait_for(" finished")
         killed.process.send_signal(signal.SIGKILL)
         killed.process.wait()
+        killed_finished = _finished_epochs(killed.err.read_text())
+        killed_trials = pd.read_parquet(killed.study_dir / "trials.parquet")  # what the killed driver had written
         assert (root / "resumed" / "tiny" / "tuner.pkl").is_file()
         resumed = start("resumed", SPACE, "sync", "--resume", "--name", "tiny")  # a new log file name
         return {"first": first, "grid": grid, "stopped": stopped, "stopped_trials": stopped_trials,
+                "killed_finished": killed_finished, "killed_trials": killed_trials,
                 "resumed": resumed.finish(), "nodes": original, "replacements": {n.node_id for n in nodes}}
     finally:
         cluster.shutdown()
@@ -167,6 +179,14 @@ def test_sigterm_stops_the_study_with_the_tables_of_what_finished(studies) -> No
     frame = studies["stopped_trials"].drop_duplicates("config_id")
     assert (frame["status"] == "TERMINATED").sum() >= 1  # what had finished is in the tables
     assert (stopped.study_dir / "ranking.parquet").is_file()
+
+
+def test_tables_are_written_as_each_trial_ends_so_sigkill_loses_nothing(studies) -> None:
+    frame = studies["killed_trials"].set_index(["config_id", "seed"])
+    assert studies["killed_finished"]
+    for config_id, epoch in studies["killed_finished"].items():  # trained in the killed run, written before the kill
+        rows = frame.loc[config_id]
+        assert (rows["epoch"] >= epoch).all() and rows["whm"].notna().all()
 
 
 def test_configurations_ran_on_the_clusters_nodes(studies) -> None:
