@@ -36,6 +36,7 @@ import torch
 from models.model import CirModel, ModelConfig
 from models.text import Vocabulary
 from study.data import DatasetError, open_dataset, open_image_map
+from study.data.checks import parse_options
 from study.evaluation import evaluate_split
 from study.metrics import top_k
 from study.parquet_io import write_parquet_atomic
@@ -174,16 +175,6 @@ def check_out(out: Path) -> None:
         raise ValueError(f"--out {out}: {existing} is a file, not a folder; choose a folder to write the results in")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: cannot write in {existing} (read-only or not yours); choose a folder you can write")
-
-
-def parse_options(items: list[str]) -> dict[str, str]:
-    options = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--option {item!r}: expected NAME=VALUE, e.g. category=dress")
-        options[name] = value
-    return options
 
 
 def main(argv: list[str] | None = None) -> int:

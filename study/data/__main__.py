@@ -16,6 +16,7 @@ from pathlib import Path
 
 from study.data import GENERATORS, DatasetError, known_datasets
 from study.data.cache import generate_into, generator
+from study.data.checks import parse_options
 from study.data.cache_admin import clear_datasets, clear_maps, describe_datasets, describe_maps, list_datasets, list_maps
 from study.data.dataset_cache import SUFFIX as ENTRY_SUFFIX
 from study.data.dataset_cache import dataset_cache_dir
@@ -58,20 +59,10 @@ def _cache(args: argparse.Namespace) -> None:
 
 
 def _describe(args: argparse.Namespace) -> None:
-    data = describe(args.root, args.grid, options=_options(args.option))
+    data = describe(args.root, args.grid, options=parse_options(args.option))
     empty = no_images(data, args.root)
     if empty:  # the counts above say what the layout lists; nothing to study or draw
         raise DatasetError(empty)
-
-
-def _options(pairs: list[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise DatasetError(f"--option {pair!r}: expected KEY=VALUE, e.g. category=dress")
-        options[key] = value
-    return options
 
 
 COMMANDS = {"generate": _generate, "cache": _cache, "describe": _describe}

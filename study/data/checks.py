@@ -52,6 +52,17 @@ def check_image_size(image_size: object, where: str) -> int:
     return image_size
 
 
+def parse_options(pairs: Sequence[str]) -> dict[str, str]:
+    """Command-line `--option NAME=VALUE` pairs -> {NAME: VALUE}; a malformed pair raises DatasetError."""
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise DatasetError(f"--option {pair!r}: expected NAME=VALUE, e.g. category=dress")
+        options[name] = value
+    return options
+
+
 def check_options(dataset: str, options: Mapping[str, Any], choices: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     """`options` with every key of `choices` present and valid; an unknown, missing or bad option
     raises DatasetError naming the valid ones."""
