@@ -64,6 +64,17 @@ def test_storage_under_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureF
     assert "pass --storage a writable folder" in err
 
 
+def test_storage_without_room_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=300 * 2**20))  # a nearly full disk
+    code, err = run(tmp_path, capsys)
+    assert code == 2
+    assert f"--storage: {tmp_path / 'studies' / 'ga_vs_dim'} has 300 MiB free; a study needs at least 1 GiB" in err
+
+
 def test_address_where_nothing_listens_is_refused_at_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = run(tmp_path, capsys, "--address", "127.0.0.1:1")
     assert code == 2
