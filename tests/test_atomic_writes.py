@@ -67,13 +67,13 @@ MAP_BUILDER = textwrap.dedent("""
     from study.data import open_dataset
     from study.data.image_cache import open_image_map
     cache = Path(sys.argv[1])
-    open_image_map(open_dataset("css", scale=0.05, cache_dir=cache).train, cache_dir=cache)
+    open_image_map(open_dataset("css", scale=0.02, cache_dir=cache).train, cache_dir=cache)
 """)
 
 
 def test_an_image_map_killed_mid_build_is_rebuilt_whole(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    split = open_dataset("css", scale=0.05, cache_dir=cache).train  # generated here, outside the kill
+    split = open_dataset("css", scale=0.02, cache_dir=cache).train  # generated here, outside the kill
     maps = image_cache_dir(cache)
     builder = subprocess.Popen([sys.executable, "-c", MAP_BUILDER, str(cache)])
     try:
