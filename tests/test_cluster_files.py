@@ -59,7 +59,7 @@ def test_shipped_file_passes(name: str) -> None:
 
 def test_cli_passes_both_shipped_files_with_a_summary() -> None:
     result = subprocess.run([sys.executable, "-m", "study.cluster", "check", *SHIPPED], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("passes Ray 2.60.0's preparation and validation") == 2
     assert "head 10.0.0.1, 2 workers (10.0.0.2, 10.0.0.3)" in result.stdout
@@ -71,7 +71,7 @@ def test_cli_failure_is_a_message_and_exit_code_2_not_a_traceback(tmp_path: Path
     path = tmp_path / "cluster.yaml"
     path.write_text(TINY.replace("  type: local\n", ""))
     result = subprocess.run([sys.executable, "-m", "study.cluster", "check", str(path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == f"error: {path}, line 2: `provider`: 'type' is a required property\n"
 
