@@ -18,11 +18,9 @@ import argparse
 import json
 import math
 import os
-import signal
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -137,20 +135,6 @@ def _check_storage(study_dir: Path) -> None:
                          "pass --storage elsewhere")
 
 
-@contextmanager
-def _sigterm_as_sigint():
-    """SIGTERM stops a study the way Ctrl-C does: Tune ends its trials and saves its state, the tables
-    are written, Ray shuts down, and `--resume` continues."""
-    def interrupt(signum, frame):
-        os.kill(os.getpid(), signal.SIGINT)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _prepare_data(space: SearchSpace, budget, args: argparse.Namespace) -> dict:
     """Generate (cached) or read every dataset of the study before Ray starts: a broken dataset
     fails here, and trials on this node find the generated data ready."""
@@ -230,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tune(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter):
     from study.ray_session import ray_session
+    from study.stop_signal import sigterm_as_sigint
 
     record = study_dir / ".ray-session"  # a local Ray's session, so a resume can stop what a SIGKILL left
-    with ray_session(args.address, record=record) as address, _sigterm_as_sigint():  # after ray.init's own handler
+    with ray_session(args.address, record=record) as address, sigterm_as_sigint():  # after ray.init's own handler
         if args.address is not None:
             from study.resources import check_resources, cluster_node_shapes
 
@@ -245,6 +230,7 @@ def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from study.progress import ProgressCallback
+    from study.stop_signal import StopSignalCallback
     from study.table_writer import TablesCallback
     from study.search import build_search
     from study.tensorboard import TensorBoardCallback, write_hparams_config
@@ -273,15 +259,28 @@ def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # Tune's own, minus its TBX logger
                            TensorBoardCallback(study_dir, space),
                            TablesCallback(tables),  # before the progress line: "finished" means written
-                           ProgressCallback(budget.epochs)],
+                           ProgressCallback(budget.epochs), StopSignalCallback(), _record_callback(settings, tables)],
                 failure_config=tune.FailureConfig(max_failures=1),
             ),
         )
     return tuner.fit()
 
 
+def _record_callback(settings, tables: TableWriter):
+    """Each trial's record.json: what `study.train --from-trial` re-runs it from."""
+    from study.train import package_versions
+    from study.trial_record import TrialRecordCallback
+
+    return TrialRecordCallback(
+        seeds=settings.seeds, budget=settings.budget, datasets=settings.datasets, cell_weights=settings.cell_weights,
+        data_seed=settings.data_seed, cache_dir=settings.cache_dir, manifests=tables.manifests,
+        versions=json.loads(package_versions()), allow_missing_images=settings.allow_missing_images,
+    )
+
+
 def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: float) -> int:
     from study import results
+    from study.stop_signal import stop_requested
 
     frame = tables.write(rank=False)  # the ranking follows, printed
     configs = frame.drop_duplicates("config_id") if len(frame) else frame
@@ -292,7 +291,7 @@ def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: flo
     results.main([str(study_dir), "--write"])
     print(f"\nwritten: {study_dir}/trials.parquet, history.parquet, ranks/, ranking.parquet, gains.parquet, "
           f"importance.parquet; look at it: tensorboard --logdir {study_dir}")
-    if unfinished:
+    if unfinished or stop_requested():  # a study stopped between rungs has no unfinished row
         print("interrupted: continue with the same command plus --resume", file=sys.stderr)
         return 130
     return 1 if len(configs) and errors == len(configs) else 0

@@ -264,6 +264,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a regulariser hyperparameter, e.g. regularizer=ga, ga_strength=0.01")
     parser.add_argument("--storage", default="studies/_train")
     parser.add_argument("--address", default=None, help="an existing Ray cluster; default: local Ray")
+    parser.add_argument("--from-trial", type=Path, default=None, metavar="TRIAL_DIR",
+                        help="re-run one trial of a study from its record (studies/<name>/run_trial_...) and compare "
+                             "its recalls with the study's; the other training options are the record's")
     return parser.parse_args(argv)
 
 
@@ -311,6 +314,8 @@ def _check_capabilities(params: dict[str, Any], seeds: tuple[int, ...], datasets
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.from_trial is not None:
+        return _from_trial(args)
     params: dict[str, Any] = {"composer": args.composer, "K": args.K}
     for item in args.param:
         if "=" not in item:
@@ -363,6 +368,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:28s} {final[key]:.4f}" if isinstance(final[key], float) else f"{key:28s} {final[key]}")
     print(f"checkpoint: {result.checkpoint.path if result.checkpoint else None}")
     return 0
+
+
+def _from_trial(args: argparse.Namespace) -> int:
+    from study.rerun import rerun
+    from study.trial_record import TrialRecordError
+
+    try:
+        if args.address is not None:
+            check_reachable(args.address)
+        return rerun(args.from_trial, storage=Path(args.storage), address=args.address)
+    except (TrialRecordError, RayAddressError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
