@@ -164,7 +164,8 @@ def trials(study_dir: Path) -> pd.DataFrame:
 
 def test_prints_progress_and_ranking(first) -> None:
     _, done = first
-    assert "trials done]" in done.stderr and "seed-mean whm" in done.stderr  # progress while it runs
+    assert "trials done, " in done.stderr and "seed-mean whm" in done.stderr  # progress while it runs
+    assert re.search(r"best [bc]\d+ whm [\d.]+ \(epoch \d\)", done.stderr)  # the best so far
     assert "rank" in done.stdout
 
 
