@@ -1,7 +1,8 @@
 """The study's tables, rewritten atomically each time a configuration's trial ends, so a study
 stopped at any moment (Ctrl-C, SIGTERM, SIGKILL, a lost driver node) leaves the tables of everything
 that finished: `trials.parquet`, `history.parquet`, `ranks/`, and `ranking.parquet`, `gains.parquet`,
-`importance.parquet` (study/results.py). A reader never sees half a file (study/parquet_io.py).
+`importance.parquet` (study/results.py) with `optuna.log` for optuna-dashboard (study/optuna_export.py).
+A reader never sees half a file (study/parquet_io.py).
 """
 from __future__ import annotations
 
@@ -26,15 +27,17 @@ class TableWriter:
     def write(self, trials: Iterable | None = None, ended: Mapping[str, str] | None = None, *,
               rank: bool = True) -> pd.DataFrame:
         """Write trials.parquet and history.parquet (from Tune's `trials`, default: the experiment
-        state on disk) and, with `rank`, the ranking, gains and importance; return the trials."""
+        state on disk) and, with `rank`, the ranking, gains, importance and optuna.log; return the trials."""
         from study import results
+        from study.optuna_export import write_optuna_journal
         from study.trials import trials_frame, write_trials
 
         frame, history = trials_frame(self.study_dir, self.space, budget_name=self.budget_name, epochs=self.epochs,
                                       trials=trials, ended=ended)
         write_trials(frame, history, self.study_dir, self.cell_weights, self.manifests)
         if rank and len(frame) and (frame["status"] == "TERMINATED").any():  # else there is nothing to rank
-            results.write_tables(self.study_dir)
+            ranking = results.write_tables(self.study_dir)
+            write_optuna_journal(self.study_dir, self.space, ranking=ranking, trials=frame)
         return frame
 
 
