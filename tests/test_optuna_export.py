@@ -141,7 +141,8 @@ def test_a_configuration_that_ends_is_appended_once(tmp_path):
     assert after.startswith(before) and len(after) > len(before)  # the old file plus f, byte for byte
     trials = by_id(load(directory))
     assert sorted(trials) == ["a", "b", "e", "f", "x"]
-    assert trials["f"].value == pd.read_parquet(directory / "ranking.parquet").set_index("config_id").loc["f", "whm_mean"]
+    ranking = pd.read_parquet(directory / "ranking.parquet").set_index("config_id")
+    assert trials["f"].value == ranking.loc["f", "whm_mean"]
     assert sorted(by_id(load(directory, reader))) == ["a", "b", "e", "f", "x"]  # the open reader follows
 
     write_optuna_journal(directory, space)  # nothing new: the file stays as it is
