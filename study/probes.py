@@ -57,6 +57,7 @@ TEXT_WIDTH = 2 * TILE
 HEADER = 18
 LINE = 13  # px per line of text
 HIT, MISS = (50, 205, 50), (190, 190, 190)
+EDGE = (120, 120, 120)  # a 1 px outline around a reference: generated images are white to their edge
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,11 @@ def render_retrievals(images: Images, probes: Sequence[Probe]) -> np.ndarray:
     pictures = images.gather(torch.tensor([i for p in probes for i in (p.query.source, *p.top)], dtype=torch.long))
     drawn = iter(pictures)
     for row, p in enumerate(probes):
-        canvas.paste(_tile(next(drawn)), retrieval_box(row, 0))
-        text_left = retrieval_box(row, 0)[0] + TILE + GAP
+        left, top = retrieval_box(row, 0)
+        canvas.paste(_tile(next(drawn)), (left, top))
+        draw.rectangle((left, top, left + TILE - 1, top + TILE - 1), outline=EDGE, width=1)
         for n, line in enumerate(_wrap(p.query.text, TEXT_WIDTH, TILE // LINE)):
-            draw.text((text_left, retrieval_box(row, 0)[1] + n * LINE), line, fill="black", font=_font())
+            draw.text((left + TILE + GAP, top + n * LINE), line, fill="black", font=_font())
         for column, hit in enumerate(p.hits, start=1):
             left, top = retrieval_box(row, column)
             canvas.paste(_tile(next(drawn)), (left, top))
@@ -216,6 +218,7 @@ def render_attention(images: Images, probes: Sequence[Probe]) -> np.ndarray | No
         for i, line in enumerate(_wrap(text, block, lines)):
             draw.text((left, GAP + i * LINE), line, fill="black", font=_font())
         canvas.paste(_tile(image), (left, GAP + title))
+        draw.rectangle((left, GAP + title, left + TILE - 1, GAP + title + TILE - 1), outline=EDGE, width=1)
         canvas.paste(_heat(image, p.attention), (left + TILE + GAP, GAP + title))
     return np.asarray(canvas)
 

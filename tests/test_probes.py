@@ -87,7 +87,8 @@ def test_top5_is_a_brute_force_loop_over_the_gallery_without_the_source() -> Non
         for q in QUERIES:
             tokens, lengths = VOCAB.encode([q.text])
             psi = model.compose(normalize_images(IMAGES.gather([q.source])), tokens, lengths)[0]
-            cosine = {g: float(torch.dot(psi, e) / (psi.norm() * e.norm())) for g, e in enumerate(gallery) if g != q.source}
+            cosine = {g: float(torch.dot(psi, e) / (psi.norm() * e.norm()))
+                      for g, e in enumerate(gallery) if g != q.source}
             expected.append(tuple(sorted(cosine, key=cosine.get, reverse=True)[:TOP]))
     assert retrieve(model, SPLIT, IMAGES, QUERIES, VOCAB, CPU) == expected
     assert retrieve(model, SPLIT, IMAGES, QUERIES, VOCAB, CPU, gallery_emb=torch.stack(gallery)) == expected
