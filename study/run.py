@@ -233,13 +233,13 @@ def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter
     from study.stop_signal import StopSignalCallback
     from study.table_writer import TablesCallback
     from study.search import build_search
-    from study.tensorboard import TensorBoardCallback, write_hparams_config
+    from study.tensorboard import TRIALS_SUBDIR, TensorBoardCallback, write_hparams_config
     from study.trainable import StudySettings, trainable
 
     settings = StudySettings(
         seeds=space.seeds, budget=budget, datasets=space.datasets, cell_weights=cell_weights,
         data_seed=space.data_seed, cache_dir=args.cache_dir, train_storage=str(study_dir / "train"),
-        allow_missing_images=args.allow_missing_images,
+        allow_missing_images=args.allow_missing_images, tensorboard_root=str(study_dir / TRIALS_SUBDIR),
     )
     study_dir.mkdir(parents=True, exist_ok=True)
     write_hparams_config(study_dir, space, ["whm", *(f"recall/{cell}" for cell in cell_weights)])
