@@ -292,3 +292,15 @@ def test_missing_tables_exit_2_with_the_fix(study, tmp_path, capsys):
     assert main([str(study), "--out", str(tmp_path / "no" / "dir.html")]) == 2
     assert "no such directory for --out" in capsys.readouterr().err
     assert not (copy / "report.html").exists()
+
+
+def test_a_study_with_nothing_ranked_still_has_every_section(study, tmp_path):
+    copy = tmp_path / "s"
+    shutil.copytree(study, copy)
+    for name in ("ranking", "gains", "importance"):
+        table = pd.read_parquet(copy / f"{name}.parquet")
+        write_parquet_atomic(table.iloc[0:0], copy / f"{name}.parquet")
+    assert main([str(copy)]) == 0
+    html = (copy / "report.html").read_text()
+    assert re.findall(r'<section id="([^"]+)">', html) == list(SECTIONS)
+    assert "No configuration has finished" in html

@@ -4,7 +4,7 @@ file needs nothing beside it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Union
+from typing import ClassVar, Literal, Union
 
 __all__ = ["Block", "Cell", "Facts", "Picture", "ProbePair", "Report", "Row", "Section", "Subheading", "Table",
            "Text"]
@@ -43,8 +43,7 @@ class Cell:
 class Row:
     cells: tuple[Cell, ...]
     config: str = ""  # `data-config`
-    emphasis: bool = False  # the best configuration
-    muted: bool = False  # a baseline
+    style: Literal["", "best", "baseline", "total"] = ""  # the best configuration stands out, baselines recede
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ class Context:
 
     def row(self, config_id: str, cells: Sequence[Cell]) -> Row:
         role = self.tables.ranking.set_index("config_id")["role"].get(config_id)
-        return Row((Cell(self.label(config_id)), *cells), config=config_id, emphasis=config_id == self.best,
-                   muted=role == "baseline")
+        style = "best" if config_id == self.best else "baseline" if role == "baseline" else ""
+        return Row((Cell(self.label(config_id)), *cells), config=config_id, style=style)
 
 

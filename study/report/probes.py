@@ -20,7 +20,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def probe_folder(study_dir: Path, config_id: str) -> Path | None:
     """The `probes/` folder of the newest checkpoint of a configuration's Train run that has probe
     pictures (`train-<config id>` is study.trainable.train_run_name's, not imported: it pulls Ray)."""
-    checkpoints = sorted((study_dir / "train" / f"train-{config_id}").glob("checkpoint_*"))
+    run = study_dir / "train" / f"train-{config_id}"
+    checkpoints = sorted(p for p in run.glob("checkpoint_*") if p.is_dir())  # not checkpoint_manager_snapshot.json
     for checkpoint in reversed(checkpoints):
         folder = checkpoint / "probes"
         if any(any(folder.glob(f"*-{kind}.png")) for kind in PROBE_KINDS):

@@ -19,7 +19,14 @@ def _ks(context: Context, dataset: str, split: str) -> list[int]:
     return sorted({c["k"] for c in cells if c["dataset"] == dataset and c["split"] == split})
 
 
+def _nothing_ranked(section_id: str) -> Section:
+    return Section(section_id, SECTIONS[section_id], (Text("No configuration has finished: nothing to show.",
+                                                           note=True),))
+
+
 def generalisation(context: Context) -> Section:
+    if not context.order:
+        return _nothing_ranked("generalisation")
     m = context.means
     blocks: list = [Text("Recall on training queries against recall on test queries, seed means at the scored epoch; "
                          "the gap is train minus test (large: the configuration fits what it has seen).")]
@@ -45,6 +52,8 @@ def generalisation(context: Context) -> Section:
 
 
 def curves(context: Context) -> Section:
+    if not context.order:
+        return _nothing_ranked("curves")
     history = context.tables.history
     if history is None or history.empty:
         return Section("curves", SECTIONS["curves"], (Text("No history.parquet: no learning curves.", note=True),))
@@ -82,6 +91,8 @@ def curves(context: Context) -> Section:
 
 
 def recall(context: Context) -> Section:
+    if not context.order:
+        return _nothing_ranked("recall")
     m = context.means
     blocks: list = [Text("Test recall at every K each dataset reports, seed means at the scored epoch.")]
     for d in context.tables.datasets:
@@ -99,6 +110,8 @@ def recall(context: Context) -> Section:
 
 
 def breakdowns(context: Context) -> Section:
+    if not context.order:
+        return _nothing_ranked("breakdowns")
     m = context.means
     blocks: list = [Text("Test recall on parts of the queries, seed means: per modification type (CSS add / remove / "
                          "make; per replaced attribute) and, where labels are 'adjective noun', with only the "

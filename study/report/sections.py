@@ -224,7 +224,7 @@ def cost(context: Context) -> Section:
     totals = per_config[list(present.values())].sum()
     rows.append(Row((Cell("total"), Cell(""), Cell(""),
                      *[number_cell(totals[col], f"total/{col}", fmt_seconds(totals[col])) for col in present.values()]),
-                    emphasis=True))
+                    style="total"))
     shown = order[:TOP_ROWS]
     figure = plots.cost_figure([context.label(c) for c in shown],
                                {name: per_config.loc[shown, col].fillna(0).to_numpy() for name, col in present.items()})
