@@ -12,8 +12,10 @@
 
 Two RGB pictures per dataset, (H, W, 3) uint8: "retrievals" (reference, text, top-TOP framed green
 for a hit, grey otherwise) and "attention" (reference, and reference under its upsampled map, the
-text as title). `ProbeWriter` puts them into TensorBoard (`probes/<dataset key>/<picture>`) and,
-as `<dataset key>-<picture>.png`, into a folder that travels with Train's checkpoint.
+text as title). Rank 0 saves them as `<dataset key>-<picture>.png` in each checkpoint's `probes/`
+folder, so they travel with Train's checkpoint; the Tune driver's TensorBoard callback
+(study/tensorboard.py) logs them as `probes/<dataset key>/<picture>` into the configuration's run,
+one writer per run (TensorBoard follows only the newest event file of a run by default).
 """
 from __future__ import annotations
 
@@ -41,12 +43,11 @@ from study.metrics import top_k
 from study.randomness import stream_seed
 
 if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
-
     from study.worker import SeedRun
 
-__all__ = ["PROBE_COUNT", "TOP", "Probe", "ProbeWriter", "attention_maps", "probe", "probe_pictures",
-           "probe_queries", "render_attention", "render_retrievals", "retrieval_box", "retrieve"]
+__all__ = ["PROBES_DIR", "PROBE_COUNT", "TOP", "Probe", "attention_maps", "probe", "probe_pictures",
+           "probe_queries", "probe_tag", "render_attention", "render_retrievals", "retrieval_box", "retrieve",
+           "write_probe_files"]
 
 PROBE_COUNT = 4  # rows of a picture: enough to see a pattern, few enough to read at a glance
 TOP = 5
@@ -236,39 +237,18 @@ def probe_pictures(run: SeedRun, *, data_seed: int) -> dict[str, np.ndarray]:
     return pictures
 
 
-class ProbeWriter:
-    """Writes a trial's pictures: image summaries `probes/<dataset key>/<picture>` into `tensorboard_dir`
-    ("" for none; its event file is opened at the first write and kept for the writer's life) and
-    `<dataset key>-<picture>.png` files into a folder given per write."""
+PROBES_DIR = "probes"  # in each checkpoint: the evaluation's pictures, <dataset key>-<picture>.png
 
-    def __init__(self, tensorboard_dir: str) -> None:
-        self.tensorboard_dir = tensorboard_dir
-        self._writer: SummaryWriter | None = None
 
-    def write(self, pictures: Mapping[str, Mapping[str, np.ndarray]], *, step: int, folder: Path | None) -> None:
-        """`pictures`: dataset key -> picture name -> (H, W, 3) uint8."""
-        if self.tensorboard_dir and self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
+def write_probe_files(pictures: Mapping[str, Mapping[str, np.ndarray]], folder: Path) -> None:
+    """`pictures`: dataset key -> picture name -> (H, W, 3) uint8, saved as `<key>-<name>.png`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, named in pictures.items():
+        for name, picture in named.items():
+            Image.fromarray(picture).save(folder / f"{key}-{name}.png")
 
-            self._writer = SummaryWriter(log_dir=self.tensorboard_dir)
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-        for key, named in pictures.items():
-            for name, picture in named.items():
-                if self._writer is not None:
-                    self._writer.add_image(f"probes/{key}/{name}", picture, global_step=step, dataformats="HWC")
-                if folder is not None:
-                    Image.fromarray(picture).save(folder / f"{key}-{name}.png")
-        if self._writer is not None:
-            self._writer.flush()
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def __enter__(self) -> ProbeWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+def probe_tag(file_name: str) -> str:
+    """`<dataset key>-<picture>.png` (a key may hold dashes: fashioniq-dress) -> `probes/<key>/<picture>`."""
+    key, name = file_name.removesuffix(".png").rsplit("-", 1)
+    return f"probes/{key}/{name}"

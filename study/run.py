@@ -233,13 +233,13 @@ def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter
     from study.stop_signal import StopSignalCallback
     from study.table_writer import TablesCallback
     from study.search import build_search
-    from study.tensorboard import TRIALS_SUBDIR, TensorBoardCallback, write_hparams_config
+    from study.tensorboard import TensorBoardCallback, write_hparams_config
     from study.trainable import StudySettings, trainable
 
     settings = StudySettings(
         seeds=space.seeds, budget=budget, datasets=space.datasets, cell_weights=cell_weights,
         data_seed=space.data_seed, cache_dir=args.cache_dir, train_storage=str(study_dir / "train"),
-        allow_missing_images=args.allow_missing_images, tensorboard_root=str(study_dir / TRIALS_SUBDIR),
+        allow_missing_images=args.allow_missing_images,
     )
     study_dir.mkdir(parents=True, exist_ok=True)
     write_hparams_config(study_dir, space, ["whm", *(f"recall/{cell}" for cell in cell_weights)])
@@ -280,6 +280,7 @@ def _record_callback(settings, tables: TableWriter):
 
 def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: float) -> int:
     from study import results
+    from study.optuna_export import write_optuna_journal
     from study.stop_signal import stop_requested
 
     frame = tables.write(rank=False)  # the ranking follows, printed
@@ -289,8 +290,11 @@ def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: flo
     print(f"\n{space.name}: {len(configs)} configurations x {len(space.seeds)} seeds ({errors} failed, "
           f"{unfinished} unfinished) in {time.time() - began:.0f}s")
     results.main([str(study_dir), "--write"])
+    if (study_dir / "ranking.parquet").is_file():  # the final ranking's values; nothing written when unchanged
+        write_optuna_journal(study_dir, space)
     print(f"\nwritten: {study_dir}/trials.parquet, history.parquet, ranks/, ranking.parquet, gains.parquet, "
-          f"importance.parquet; look at it: tensorboard --logdir {study_dir}")
+          f"importance.parquet, optuna.log\nlook at it: python -m study.report {study_dir}; "
+          f"tensorboard --logdir {study_dir}; optuna-dashboard {study_dir}/optuna.log")
     if unfinished or stop_requested():  # a study stopped between rungs has no unfinished row
         print("interrupted: continue with the same command plus --resume", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""Every TensorBoard detail of a study: training curves, recalls and the HParams dashboard.
+"""Every TensorBoard detail of a study: training curves, recalls, probe pictures and the HParams dashboard.
 
 Written from the Tune driver (a `ray.tune.Callback`), so event files land in the study directory
 whatever node a trial ran on. Following platform-notes.md: ONE `hparams_config` summary at the
@@ -11,14 +11,20 @@ several experiment summaries compete and conditional columns vanish.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+import pyarrow.fs
+from PIL import Image
 from ray.tune import Callback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
+from study.probes import PROBES_DIR, probe_tag
 from study.space import SearchSpace
 from study.trial_config import CONFIG_ID, CONTROL_KEYS
 
@@ -62,9 +68,29 @@ def write_hparams_config(study_dir: Path, space: SearchSpace, metric_tags: list[
         writer.file_writer.add_summary(hp.hparams_config_pb(hparams, metrics=metrics))
 
 
+def probe_pictures_of(result: Mapping[str, Any], filesystem: pyarrow.fs.FileSystem) -> dict[str, np.ndarray]:
+    """The probe pictures (study/probes.py) in the checkpoint a result was reported with, by tag;
+    {} when it has none, or when Train already replaced it (it keeps one checkpoint per run)."""
+    path = result.get(CHECKPOINT_PATH_KEY)
+    if not path:
+        return {}
+    pictures = {}
+    try:
+        for info in filesystem.get_file_info(pyarrow.fs.FileSelector(f"{path}/{PROBES_DIR}")):
+            if info.is_file and info.base_name.endswith(".png"):
+                with filesystem.open_input_file(info.path) as stream:
+                    with Image.open(io.BytesIO(stream.read())) as image:
+                        pictures[probe_tag(info.base_name)] = np.asarray(image.convert("RGB"))
+    except OSError:  # FileNotFoundError included: a result without pictures, or a checkpoint gone
+        return {}
+    return pictures
+
+
 class TensorBoardCallback(Callback):
     """A run per configuration under `<study>/tensorboard/<config id>`: session start, then every
-    scalar (the sync scheduler trains a configuration over several trials: one run still)."""
+    scalar and the probe pictures of each evaluation (the sync scheduler trains a configuration over
+    several trials: one run still). The driver is the run's only writer: TensorBoard follows only
+    the newest event file of a run unless started with --reload_multifile."""
 
     def __init__(self, study_dir: Path, space: SearchSpace) -> None:
         self.study_dir, self.space = Path(study_dir), space
@@ -94,6 +120,8 @@ class TensorBoardCallback(Callback):
         for key, value in result.items():
             if key.startswith(SCALAR_PREFIXES) and isinstance(value, (int, float)) and math.isfinite(value):
                 writer.add_scalar(key, value, global_step=step)
+        for tag, picture in probe_pictures_of(result, trial.storage.storage_filesystem).items():
+            writer.add_image(tag, picture, global_step=step, dataformats="HWC")
         writer.flush()
 
     def _close(self, trial) -> None:

@@ -29,7 +29,7 @@ from ray.train.torch import TorchTrainer
 
 from study.budget import Budget, DatasetEntry
 from study.data import DATASETS, GENERATORS, known_datasets, open_dataset
-from study.probes import ProbeWriter, probe_pictures
+from study.probes import PROBES_DIR, probe_pictures, write_probe_files
 from study.ray_session import RayAddressError, check_reachable, ray_session
 from study.space import SearchSpace, SpaceError, cell_weights
 from study.trial_config import TrialConfig, check_capabilities
@@ -40,7 +40,6 @@ from study.worker import SeedRun
 CHECKPOINT_FILE = "state.pt"  # weights, optimisers, random states, epoch, time (torch.load weights_only)
 HISTORY_FILE = "history.json"  # the metrics of every epoch so far
 RANKS_FILE = "ranks.parquet"  # every evaluated query's first-hit rank, every epoch so far
-PROBES_DIR = "probes"  # the latest evaluation's pictures, <dataset key>-<picture>.png (study/probes.py)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,6 @@ class RunSpec:
     allow_missing_images: bool = False
     driver_node: str = ""  # node of the Tune function that launched this run (reported with the workers')
     run_dir: str = ""  # the Train run's folder on shared storage: where a failure's reason is recorded
-    tensorboard_dir: str = ""  # the configuration's TensorBoard run: rank 0 adds the probe pictures; "" for none
 
 
 def open_study_data(entry: DatasetEntry, *, budget: Budget, data_seed: int, cache_dir: str | None,
@@ -112,50 +110,48 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return
     nodes = ",".join(sorted(set(_gather_node_ids(world))))
     setup = setup_record(spec, run, world)
-    # one event file per worker process, beside the scalars the Tune driver writes into the same run
-    with ProbeWriter(spec.tensorboard_dir if rank == 0 else "") as probes:
-        for epoch in range(run.epoch, spec.until):
-            began, cpu_began = time.time(), time.process_time()
-            train_logs = run.train_epoch()
-            failure = nonfinite_loss(train_logs, epoch=epoch + 1, world=world)
-            if failure is not None:  # retrying would repeat it: record why and end (study/trial_failure.py)
-                if rank == 0 and spec.run_dir:
-                    record_failure(spec.run_dir, failure)
-                return
-            train_s = time.time() - began
-            evaluation, frames = run.evaluate()
-            run.epoch = epoch + 1
-            # Rank 0 alone draws the probes, on its replica (identical on every rank), for the first seed:
-            # nothing collective. The other ranks wait for it in the next collective, as they would in
-            # report()'s barrier anyway; drawn before `timed`, so the trial's wall and CPU time count it.
-            probes_began = time.time()
-            first_seed = run.runs[spec.trial.seeds[0]]
-            pictures = {r.share.key: probe_pictures(r, data_seed=spec.data_seed) for r in first_seed} if rank == 0 else {}
-            probes_s = time.time() - probes_began
-            identical = _replicas_identical(run.all_runs(), world)
-            randomness = run.gather_randomness()
-            times = run.timed(time.time() - began, time.process_time() - cpu_began)
-            if rank != 0:
-                ray.train.report({"epoch": run.epoch})
-                continue
-            metrics = run.epoch_metrics(train_logs, evaluation)
-            metrics.update(times)
-            metrics.update(setup)
-            metrics.update({
-                "epoch": run.epoch, "until": spec.until, "config_id": spec.trial.config_id,
-                "check/replicas_identical": float(identical), "time/train_s": train_s, "time/probes_s": probes_s,
-                "time/epoch_s": time.time() - began, "nodes": nodes, "driver_node": spec.driver_node,
-            })
-            run.history.append(metrics)
-            run.ranks.extend(frames)
-            # A temporary directory that is removed once report() has copied it into storage: one
-            # checkpoint per trial is kept (num_to_keep=1) and nothing is left behind in /tmp.
-            with tempfile.TemporaryDirectory(prefix="cirstudy-ckpt-") as directory:
-                torch.save(run.state(randomness), os.path.join(directory, CHECKPOINT_FILE))
-                Path(directory, HISTORY_FILE).write_text(json.dumps(run.history))
-                ranks_frame(run.ranks).to_parquet(os.path.join(directory, RANKS_FILE), index=False)
-                probes.write(pictures, step=run.epoch, folder=Path(directory, PROBES_DIR))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    for epoch in range(run.epoch, spec.until):
+        began, cpu_began = time.time(), time.process_time()
+        train_logs = run.train_epoch()
+        failure = nonfinite_loss(train_logs, epoch=epoch + 1, world=world)
+        if failure is not None:  # retrying would repeat it: record why and end (study/trial_failure.py)
+            if rank == 0 and spec.run_dir:
+                record_failure(spec.run_dir, failure)
+            return
+        train_s = time.time() - began
+        evaluation, frames = run.evaluate()
+        run.epoch = epoch + 1
+        # Rank 0 alone draws the probes, on its replica (identical on every rank), for the first seed:
+        # nothing collective. The other ranks wait for it in the next collective, as they would in
+        # report()'s barrier anyway; drawn before `timed`, so the trial's wall and CPU time count it.
+        probes_began = time.time()
+        first_seed = run.runs[spec.trial.seeds[0]]
+        pictures = {r.share.key: probe_pictures(r, data_seed=spec.data_seed) for r in first_seed} if rank == 0 else {}
+        probes_s = time.time() - probes_began
+        identical = _replicas_identical(run.all_runs(), world)
+        randomness = run.gather_randomness()
+        times = run.timed(time.time() - began, time.process_time() - cpu_began)
+        if rank != 0:
+            ray.train.report({"epoch": run.epoch})
+            continue
+        metrics = run.epoch_metrics(train_logs, evaluation)
+        metrics.update(times)
+        metrics.update(setup)
+        metrics.update({
+            "epoch": run.epoch, "until": spec.until, "config_id": spec.trial.config_id,
+            "check/replicas_identical": float(identical), "time/train_s": train_s, "time/probes_s": probes_s,
+            "time/epoch_s": time.time() - began, "nodes": nodes, "driver_node": spec.driver_node,
+        })
+        run.history.append(metrics)
+        run.ranks.extend(frames)
+        # A temporary directory that is removed once report() has copied it into storage: one
+        # checkpoint per trial is kept (num_to_keep=1) and nothing is left behind in /tmp.
+        with tempfile.TemporaryDirectory(prefix="cirstudy-ckpt-") as directory:
+            torch.save(run.state(randomness), os.path.join(directory, CHECKPOINT_FILE))
+            Path(directory, HISTORY_FILE).write_text(json.dumps(run.history))
+            ranks_frame(run.ranks).to_parquet(os.path.join(directory, RANKS_FILE), index=False)
+            write_probe_files(pictures, Path(directory, PROBES_DIR))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def _restore(run: TrialRun) -> None:
@@ -364,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     storage = str(Path(args.storage).resolve())
     run_name = f"train-{args.composer}-{int(time.time())}"
     spec = RunSpec(trial=trial, budget=budget, datasets=datasets, cell_weights=weights, until=budget.epochs,
-                   run_dir=f"{storage}/{run_name}", tensorboard_dir=f"{storage}/{run_name}/tensorboard")
+                   run_dir=f"{storage}/{run_name}")
     try:
         with ray_session(args.address, log_to_driver=True):  # the workers' output shows here, as before
             result = build_trainer(spec, run_name=run_name, storage_path=storage).fit()

@@ -35,7 +35,6 @@ class StudySettings:
     cache_dir: str | None
     train_storage: str  # Train's checkpoints: <study>/train/train-<config id>/
     allow_missing_images: bool = False
-    tensorboard_root: str = ""  # <study>/tensorboard: each configuration's run gets its probe pictures; "" for none
 
 
 def train_run_name(config_id: str) -> str:
@@ -53,8 +52,6 @@ def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
         data_seed=settings.data_seed, cache_dir=settings.cache_dir,
         allow_missing_images=settings.allow_missing_images, driver_node=ray.get_runtime_context().get_node_id(),
         run_dir=run_dir,
-        tensorboard_dir=(f"{settings.tensorboard_root.rstrip('/')}/{trial.config_id}"
-                         if settings.tensorboard_root else ""),
     )
     raise_if_failed(run_dir)  # its loss diverged before: Tune's retry ends at once with the reason
     last = reached(run_dir, spec.until)

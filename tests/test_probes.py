@@ -1,15 +1,20 @@
 """Probes (study/probes.py) on a tiny hand-made test split: the probe set is fixed, the top-5 is a
 brute-force loop's, the Grad-CAM map is the per-query hand computation of methods.md A.7 for every
 composer that takes an image (and depends on the text), hits are framed by the label rule, and the
-pictures come back as PNG files and as TensorBoard image summaries at their step."""
+pictures come back as PNG files and, through the driver's TensorBoard callback, as image summaries
+at their step."""
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
+import pyarrow.fs
 import pytest
 import torch
 from PIL import Image
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from tensorboard.backend.event_processing.event_accumulator import IMAGES as IMAGE_EVENTS
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -19,9 +24,12 @@ from models.model import CirModel, ModelConfig
 from models.text import Vocabulary
 from study.budget import Budget, DatasetEntry
 from study.data import Query, RetrievalData, Split
-from study.probes import (HIT, MISS, PROBE_COUNT, TOP, Probe, ProbeWriter, attention_maps, probe, probe_pictures,
-                          probe_queries, render_attention, render_retrievals, retrieval_box, retrieve)
-from study.trial_config import TrialConfig
+from study.probes import (HIT, MISS, PROBE_COUNT, PROBES_DIR, TOP, Probe, attention_maps, probe, probe_pictures,
+                          probe_queries, probe_tag, render_attention, render_retrievals, retrieval_box, retrieve,
+                          write_probe_files)
+from study.space import load_space
+from study.tensorboard import TRIALS_SUBDIR, TensorBoardCallback
+from study.trial_config import CONFIG_ID, TrialConfig
 from study.worker import DatasetShare, SeedRun
 
 SIZE = 64  # small_cnn's last map is 4 x 4
@@ -32,6 +40,7 @@ QUERIES = tuple(Query(source=i, text=WORDS[i % len(WORDS)], target=(5 * i + 3) %
 VOCAB = Vocabulary.build(WORDS)
 IMAGE_COMPOSERS = [name for name in COMPOSERS.names() if composer_class(name).uses_image]
 CPU = torch.device("cpu")
+SPACES = Path(__file__).parent / "spaces"
 
 
 class TensorImages:
@@ -173,29 +182,38 @@ def test_pictures_of_a_seed_run(pictures) -> None:
             assert picture.dtype.name == "uint8" and picture.ndim == 3 and picture.shape[2] == 3
 
 
-def test_summaries_and_files_read_back(pictures, tmp_path: Path) -> None:
-    with ProbeWriter(str(tmp_path / "tensorboard")) as writer:
-        for step in (1, 2):
-            writer.write(pictures, step=step, folder=tmp_path / f"checkpoint-{step}" / "probes")
-    accumulator = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={IMAGE_EVENTS: 0})
+def _result_with_checkpoint(pictures, folder: Path, epoch: int) -> dict:
+    """A result as Tune's driver gets it from Train: its metrics and the checkpoint's path."""
+    write_probe_files(pictures, folder / PROBES_DIR)
+    return {"epoch": epoch, "whm": 0.5, CHECKPOINT_PATH_KEY: str(folder)}
+
+
+def test_the_driver_logs_each_checkpoints_pictures_into_the_configurations_run(pictures, tmp_path: Path) -> None:
+    files = tmp_path / "c1" / PROBES_DIR
+    write_probe_files(pictures, files)
+    assert sorted(p.name for p in files.iterdir()) == ["css-attention.png", "css-retrievals.png", "fashion-retrievals.png"]
+    callback = TensorBoardCallback(tmp_path / "study", load_space(SPACES / "tiny.yaml"))
+    trial = SimpleNamespace(trial_id="t1", config={CONFIG_ID: "c0000", "composer": "tirg"},
+                            storage=SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem()))
+    for epoch in (1, 2):
+        callback.on_trial_result(0, [trial], trial, _result_with_checkpoint(pictures, tmp_path / f"c{epoch}", epoch))
+    callback.on_trial_result(0, [trial], trial, {"epoch": 3, "whm": 0.5, CHECKPOINT_PATH_KEY: str(tmp_path / "gone")})
+    callback.on_trial_complete(0, [trial], trial)
+    run = tmp_path / "study" / TRIALS_SUBDIR / "c0000"
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one writer per run
+    accumulator = EventAccumulator(str(run), size_guidance={IMAGE_EVENTS: 0})
     accumulator.Reload()
     tags = {"probes/css/retrievals", "probes/css/attention", "probes/fashion/retrievals"}
     assert set(accumulator.Tags()["images"]) == tags
     for tag in tags:
         events = accumulator.Images(tag)
-        assert [e.step for e in events] == [1, 2]
+        assert [e.step for e in events] == [1, 2]  # the checkpoint that was gone: no picture, no error
         key, name = tag.split("/")[1:]
         decoded = Image.open(io.BytesIO(events[-1].encoded_image_string))
         assert decoded.format == "PNG" and decoded.size == (pictures[key][name].shape[1], pictures[key][name].shape[0])
-    files = sorted(p.name for p in (tmp_path / "checkpoint-2" / "probes").iterdir())
-    assert files == ["css-attention.png", "css-retrievals.png", "fashion-retrievals.png"]
-    for path in (tmp_path / "checkpoint-2" / "probes").iterdir():
-        with Image.open(path) as image:
-            assert image.format == "PNG"
-            assert (image.size[1], image.size[0], 3) == pictures[path.stem.split("-")[0]][path.stem.split("-")[1]].shape
+        assert np.array_equal(np.asarray(decoded.convert("RGB")), pictures[key][name])  # PNG is lossless
+    assert [e.step for e in accumulator.Scalars("whm")] == [1, 2, 3]
 
 
-def test_no_tensorboard_dir_writes_files_only(pictures, tmp_path: Path) -> None:
-    with ProbeWriter("") as writer:
-        writer.write(pictures, step=1, folder=tmp_path / "probes")
-    assert len(list((tmp_path / "probes").iterdir())) == 3 and not list(tmp_path.glob("**/events.out.tfevents.*"))
+def test_a_dataset_key_with_dashes_keeps_them_in_its_tag() -> None:
+    assert probe_tag("fashioniq-dress-attention.png") == "probes/fashioniq-dress/attention"
