@@ -274,7 +274,7 @@ def test_not_a_study_exits_2_naming_it(tmp_path, capsys):
     assert error.count("\n") == 1 and str(tmp_path) in error and "not a study directory" in error
     assert "python -m study.run" in error and "Traceback" not in error
     assert main([str(tmp_path / "nope")]) == 2
-    assert "no such directory" in capsys.readouterr().err
+    assert f"{tmp_path / 'nope'}: no such directory; give a study folder" in capsys.readouterr().err
 
 
 def test_missing_tables_exit_2_with_the_fix(study, tmp_path, capsys):

@@ -101,7 +101,7 @@ class Context:
     tables: StudyTables
     order: tuple[str, ...]  # finished configurations, best first
     described: Mapping[str, str]  # config id -> its varying hyperparameters, "regularizer=ga, ga_noise=0.001"
-    varying: tuple[str, ...]  # param/* columns whose values differ between configurations
+    roles: Mapping[str, str]  # config id -> "searched" | "baseline", for every configuration of trials.parquet
     means: pd.DataFrame  # seed means of trials.parquet's numeric columns, index config_id, rank order
     best: str | None
     baseline: str | None  # the best's matched baseline, when it has one that finished
@@ -126,7 +126,8 @@ class Context:
             candidate = ranking.iloc[0]["baseline_id"]
             if not is_null(candidate) and str(candidate) in order and str(candidate) != best:
                 baseline = str(candidate)
-        return cls(tables, order, described, varying, means, best, baseline)
+        roles = {str(c): str(role) for c, role in by_config["role"].items()} if "role" in by_config else {}
+        return cls(tables, order, described, roles, means, best, baseline)
 
     def label(self, config_id: str, prefix: str | None = None) -> str:
         """"c0003: regularizer=ga, ga_noise=0.001" (`prefix` in place of the id)."""
@@ -142,8 +143,7 @@ class Context:
         return chosen
 
     def row(self, config_id: str, cells: Sequence[Cell]) -> Row:
-        role = self.tables.ranking.set_index("config_id")["role"].get(config_id)
-        style = "best" if config_id == self.best else "baseline" if role == "baseline" else ""
+        style = "best" if config_id == self.best else "baseline" if self.roles.get(config_id) == "baseline" else ""
         return Row((Cell(self.label(config_id)), *cells), config=config_id, style=style)
 
 

@@ -117,8 +117,9 @@ def read_study_tables(study_dir: str | Path) -> StudyTables:
     folder or its tables are missing or unreadable."""
     directory = Path(study_dir)
     if not directory.is_dir():
-        raise ReportError(f"{directory}: no such directory; give a study folder written by "
-                          "`python -m study.run`, e.g. studies/<name>")
+        what = "not a directory" if directory.exists() else "no such directory"
+        raise ReportError(f"{directory}: {what}; give a study folder written by `python -m study.run`, "
+                          "e.g. studies/<name>")
     record_path, trials_path = directory / "study.json", directory / "trials.parquet"
     if not record_path.is_file() and not trials_path.is_file():
         raise ReportError(f"{directory}: not a study directory (no study.json, no trials.parquet); give a "

@@ -61,10 +61,10 @@ def render_report(report: Report) -> str:
 def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     """Render the report of `study_dir` into `out` (default `<study_dir>/report.html`), atomically:
     a reader never sees half a file."""
+    if out is not None and not Path(out).parent.is_dir():  # before the seconds of rendering
+        raise ReportError(f"{Path(out).parent}: no such directory for --out; create it or give another path")
+    html = render_report(build_report(study_dir))  # a study folder that is not one fails here
     out = Path(out) if out is not None else Path(study_dir) / REPORT_FILE
-    if not out.parent.is_dir():
-        raise ReportError(f"{out.parent}: no such directory for --out; create it or give another path")
-    html = render_report(build_report(study_dir))
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # the report could not be written (permissions, full disk)
-        where = error.filename or args.out or args.study_dir / REPORT_FILE
+        where = args.out or args.study_dir / REPORT_FILE  # not error.filename: that is the temporary file
         print(f"error: {where}: cannot write the report ({error.strerror or error}); give a writable --out",
               file=sys.stderr)
         return 2
