@@ -14,6 +14,7 @@ from study.report.context import SECTIONS, Context
 __all__ = ["PROBE_KINDS", "probe_folder", "probes"]
 
 PROBE_KINDS = {"retrievals": "retrieval grid", "attention": "attention maps"}
+WHY_ABSENT = {"attention": " (a composer without attention draws none)"}  # study/probes.py render_attention
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -55,7 +56,7 @@ def probes(context: Context) -> Section:
         return Section("probes", title, tuple(blocks))
     datasets = sorted({p.name.removesuffix(f"-{kind}.png") for f in folders.values() if f
                        for kind in PROBE_KINDS for p in f.glob(f"*-{kind}.png")},
-                      key=lambda d: (context.tables.datasets + [d]).index(d))
+                      key=lambda d: ((context.tables.datasets + [d]).index(d), d))
     role = {context.best: "best", context.baseline: "baseline"}
     for d in datasets:
         blocks.append(Subheading(d))
@@ -67,7 +68,7 @@ def probes(context: Context) -> Section:
                 uri = _png_uri(path) if path is not None and path.is_file() else None
                 uris.append(uri or "")
                 missing.append("" if uri else (f"{path.name} is not a PNG" if path is not None and path.is_file()
-                                               else f"no {what} for {c}"))
+                                               else f"no {what} for {c}{WHY_ABSENT.get(kind, '')}"))
                 where = f" ({folder.parent.name})" if folder else ""
                 captions.append(f"{role[c]}: {context.label(c)}{where}")
             blocks.append(ProbePair(what, tuple(captions), tuple(uris), tuple(missing)))
