@@ -21,13 +21,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from study.parquet_io import CELL_WEIGHTS_KEY
 from study.space import SearchSpace, SpaceError, load_space
 
 __all__ = ["DONE", "ReportError", "StudyTables", "column_cells", "read_study_tables"]
 
 DONE = "TERMINATED"  # the status of a finished trial (study.tables.DONE)
-CELL_WEIGHTS_KEY = b"cirstudy.cell_weights"  # study.parquet_io's; repeated to keep torch out
-MANIFESTS_KEY = b"cirstudy.manifests"  # study.trials'
+MANIFESTS_KEY = b"cirstudy.manifests"  # study.trials' (which imports Ray)
 # the columns each section reads; an older table without them is rewritten by study.results
 NEEDED = {
     "trials.parquet": ("config_id", "status", "seed"),
