@@ -224,12 +224,14 @@ def render_attention(images: Images, probes: Sequence[Probe]) -> np.ndarray | No
     return np.asarray(canvas)
 
 
-def probe_pictures(run: SeedRun, *, data_seed: int) -> dict[str, np.ndarray]:
+def probe_pictures(run: SeedRun, *, data_seed: int, gallery_emb: Tensor | None = None) -> dict[str, np.ndarray]:
     """The pictures of `run`'s dataset under its model: "retrievals" and, when the composer takes
-    an image, "attention". Rank-local: no collective, so rank 0 can call it alone."""
+    an image, "attention". Rank-local: no collective, so rank 0 can call it alone. `gallery_emb`:
+    the test gallery as this evaluation embedded it (else embedded again here)."""
     share = run.share
     images = share.images["test"]
-    probes = probe(run.model, share.data.test, images, share.vocab, run.device, data_seed=data_seed, key=share.key)
+    probes = probe(run.model, share.data.test, images, share.vocab, run.device, data_seed=data_seed, key=share.key,
+                   gallery_emb=gallery_emb)
     pictures = {"retrievals": render_retrievals(images, probes)}
     attention = render_attention(images, probes)
     if attention is not None:

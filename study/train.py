@@ -126,7 +126,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # report()'s barrier anyway; drawn before `timed`, so the trial's wall and CPU time count it.
         probes_began = time.time()
         first_seed = run.runs[spec.trial.seeds[0]]
-        pictures = {r.share.key: probe_pictures(r, data_seed=spec.data_seed) for r in first_seed} if rank == 0 else {}
+        pictures = {r.share.key: probe_pictures(r, data_seed=spec.data_seed, gallery_emb=run.probe_galleries.get(r.share.key))
+                    for r in first_seed} if rank == 0 else {}
         probes_s = time.time() - probes_began
         identical = _replicas_identical(run.all_runs(), world)
         randomness = run.gather_randomness()

@@ -70,6 +70,9 @@ class TrialRun:
     ranks: list[pd.DataFrame] = field(default_factory=list)  # rank 0: RANK_COLUMNS of every evaluation
     wall_s: float = 0.0  # over every resume
     cpu_s: float = 0.0  # process CPU seconds, summed over ranks and resumes
+    # rank 0: the first seed's test gallery embeddings (N, D) per dataset from the last evaluation,
+    # which the probe pictures reuse instead of embedding the whole gallery again
+    probe_galleries: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def build(cls, trial: TrialConfig, budget: Budget, entries: Sequence[DatasetEntry],
@@ -105,6 +108,8 @@ class TrialRun:
                 for split, result in run.evaluate(self.rank, self.world).items():
                     if result is None:
                         continue
+                    if split == "test" and seed == self.trial.seeds[0]:
+                        self.probe_galleries[key] = result.gallery_emb
                     per_seed.update({f"recall/{key}/{split}@{k}": v for k, v in result.recalls.items()})
                     for part, recalls in result.breakdowns.items():
                         per_seed.update({f"breakdown/{key}/{split}/{part}@{k}": v for k, v in recalls.items()})

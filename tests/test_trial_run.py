@@ -85,3 +85,18 @@ def test_ranks_hold_every_query_of_every_evaluation(data) -> None:
     test = frame[frame["split"] == "test"]
     for k in (1, 10):  # the stored ranks give back the reported recall
         assert (test["rank"] < k).mean() == pytest.approx(run.history[-1][f"seed/0/recall/css/test@{k}"])
+
+
+def test_the_probes_reuse_the_first_seeds_test_gallery_of_the_evaluation(data) -> None:
+    from study.evaluation import embed_gallery
+    from study.probes import probe_pictures
+
+    run = build(data, (1, 0))  # seed 1 is the trial's first
+    epoch(run)
+    first = run.runs[1][0]
+    first.model.eval()
+    chunks = embed_gallery(first.model, first.share.images["test"], torch.device("cpu"))
+    assert torch.equal(run.probe_galleries["css"], torch.cat([chunks[c] for c in sorted(chunks)]))
+    again = probe_pictures(first, data_seed=0)  # embeds the gallery itself
+    reused = probe_pictures(first, data_seed=0, gallery_emb=run.probe_galleries["css"])
+    assert again.keys() == reused.keys() and all((again[k] == reused[k]).all() for k in again)
