@@ -16,6 +16,7 @@ baselines), the ranking recomputed by hand, and the TensorBoard files read back 
 own reader. (A third, uninterrupted run would cost the suite minutes for no check the two make.)"""
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -26,13 +27,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import IMAGES as IMAGE_EVENTS
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from study.report.check import check_report
 from study.space import grid_points, load_space
+from study.trial_config import CONFIG_ID
 
 pytestmark = pytest.mark.slow
 
@@ -293,6 +302,56 @@ def test_tensorboard_lists_every_hyperparameter_for_every_configuration(first) -
         active = {c.removeprefix("param/") for c in frame.columns if c.startswith("param/") and pd.notna(row[c])}
         assert set(info.hparams) == active
         assert {"whm", "recall/css/test@1", "seed/0/whm", "seed/1/whm"} <= scalars
+
+
+def test_tensorboard_shows_each_evaluations_probe_pictures(first) -> None:
+    study_dir, _ = first
+    history = pd.read_parquet(study_dir / "history.parquet")
+    for config_id, epochs in history.groupby("config_id")["epoch"]:
+        events = EventAccumulator(str(study_dir / "tensorboard" / config_id), size_guidance={IMAGE_EVENTS: 0})
+        events.Reload()
+        assert set(events.Tags()["images"]) == {"probes/css/retrievals", "probes/css/attention"}  # both take an image
+        for tag in events.Tags()["images"]:
+            assert {image.step for image in events.Images(tag)} == set(epochs), (config_id, tag)
+            assert all(Image.open(io.BytesIO(image.encoded_image_string)).format == "PNG" for image in events.Images(tag))
+
+
+def test_optuna_dashboards_storage_holds_the_ranking(first) -> None:
+    study_dir, _ = first
+    storage = JournalStorage(JournalFileBackend(str(study_dir / "optuna.log")))
+    study = optuna.load_study(study_name=study_dir.name, storage=storage)
+    values = {t.user_attrs["config_id"]: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    ranking = pd.read_parquet(study_dir / "ranking.parquet")
+    assert values == dict(zip(ranking["config_id"], ranking["whm_mean"]))
+
+
+def test_the_report_renders_every_section_of_the_study(first) -> None:
+    study_dir, _ = first
+    done = subprocess.run([sys.executable, "-m", "study.report", str(study_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert check_report(study_dir, study_dir / "report.html") == []
+
+
+def _trial_folders(study_dir: Path, config_id: str) -> list[Path]:
+    """The Tune trial folders of one configuration, by the epoch they reached (a rung each)."""
+    folders = [p.parent for p in study_dir.glob("run_trial_*/record.json")
+               if json.loads(p.read_text())["config"][CONFIG_ID] == config_id]
+    return sorted(folders, key=lambda folder: json.loads((folder / "result.json").read_text().splitlines()[-1])["epoch"])
+
+
+def test_a_trial_run_again_from_its_record_reproduces_its_recalls(first, tmp_path: Path) -> None:
+    study_dir, _ = first
+    best = pd.read_parquet(study_dir / "ranking.parquet")["config_id"].iloc[0]
+    folder = _trial_folders(study_dir, best)[-1]  # its last rung: trained again from scratch to that epoch
+    done = subprocess.run([sys.executable, "-m", "study.train", "--from-trial", str(folder), "--storage",
+                           str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    recorded = json.loads((folder / "result.json").read_text().splitlines()[-1])
+    history = json.loads(next(tmp_path.glob("rerun-*/checkpoint_*/history.json")).read_text())
+    again = history[-1]  # the re-run's own record of its last epoch
+    recalls = [k for k in recorded if k.startswith("recall/") or (k.startswith("seed/") and "/recall/" in k) or k == "whm"]
+    assert again["epoch"] == recorded["epoch"] and len(recalls) > 8
+    assert {k: again[k] for k in recalls} == {k: recorded[k] for k in recalls}  # to the last bit
 
 
 # A `sampler: grid` space with the asynchronous scheduler (tests/spaces/tiny_grid.yaml): every cell of
