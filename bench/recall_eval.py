@@ -200,13 +200,17 @@ def run_child(args: argparse.Namespace, method: str) -> dict:
     --max-contention of the machine is discarded and retried after a pause, while --patience lasts
     (on 2 cores a second benchmark halves every figure)."""
     while True:
+        began = time.monotonic()
         result = _run_child_once(args, method)
-        if result["contention"] <= args.max_contention or args.patience_left <= 0:
+        kept = result["contention"] <= args.max_contention or args.patience_left <= 0
+        print(f"  {method:10s} {result['seconds']:7.2f} s {result['extra_mib']:6.0f} MiB  others used "
+              f"{result['contention']:.1%} of the machine{'' if kept else ', discarded'}", file=sys.stderr, flush=True)
+        if kept:
             return result
         args.discarded += 1
-        pause = min(RETRY_PAUSE, args.patience_left)
-        args.patience_left -= pause
+        pause = min(RETRY_PAUSE, max(0.0, args.patience_left - (time.monotonic() - began)))
         time.sleep(pause)
+        args.patience_left -= time.monotonic() - began  # the discarded run and the pause
 
 
 def _run_child_once(args: argparse.Namespace, method: str) -> dict:
@@ -248,8 +252,9 @@ def main() -> None:
                         help="instead of the table, print torch.profiler's top operators of ours")
     parser.add_argument("--max-contention", type=float, default=0.05,
                         help="retry a measurement during which other processes used more of the machine")
-    parser.add_argument("--patience", type=float, default=240.0,
-                        help="seconds to spend waiting for a quiet machine before keeping contended figures")
+    parser.add_argument("--patience", type=float, default=150.0,
+                        help="seconds (discarded runs and pauses) to spend waiting for a quiet machine "
+                             "before keeping contended figures; the default keeps a full run under 10 minutes")
     parser.add_argument("--child", choices=list(METHODS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     ks = sorted(set(args.ks))
