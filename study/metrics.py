@@ -60,6 +60,18 @@ def _normalised(emb: Tensor, *, name: str, device: torch.device) -> Tensor:
     return F.normalize(emb.to(device=device, dtype=dtype), dim=1)
 
 
+def _label_members(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense label ids (N,) and each label's gallery items (L, M), padded with -1; M is the most
+    items one label has (the duplicates of a target: a handful on the real datasets)."""
+    _, dense = torch.unique(labels, return_inverse=True)  # (N,) in [0, L)
+    counts = torch.bincount(dense)  # (L,)
+    order = dense.argsort(stable=True)  # items grouped by label
+    slot = torch.arange(len(dense), device=labels.device) - (counts.cumsum(0) - counts)[dense[order]]
+    members = torch.full((len(counts), int(counts.max())), -1, dtype=torch.long, device=labels.device)
+    members[dense[order], slot] = order
+    return dense, members
+
+
 @torch.no_grad()
 def first_hit_ranks(query_emb: Tensor, gallery_emb: Tensor, *,
                     query_sources: Tensor | Sequence[int] | None,
@@ -93,18 +105,29 @@ def first_hit_ranks(query_emb: Tensor, gallery_emb: Tensor, *,
     sources = (None if query_sources is None
                else _as_index(query_sources, name="query_sources", **sizes))
     labels = _label_ids(gallery_labels, n_gallery=n_gallery, device=device)  # (N,)
-    target_labels = labels[targets]  # (Q,)
-
     ranks = torch.empty(n_queries, dtype=torch.long, device=device)
+    if n_queries == 0:
+        return ranks
+    labels, members = _label_members(labels)  # (N,) dense ids; (L, M) each label's items, -1 padded
+    target_labels = labels[targets]  # (Q,)
+    # One (C, N) buffer reused by every chunk (a fresh product per chunk costs an allocation and a
+    # page-in of C x N floats); besides it only (C, M) correct items are gathered: no (C, N) masks.
+    buffer = torch.empty(min(chunk_size, n_queries), n_gallery, dtype=q.dtype, device=device)
+    count_dtype = q.dtype if n_gallery < 2**24 else torch.float64  # a float sum of 0/1 is exact below 2**24
     for start in range(0, n_queries, chunk_size):
         stop = min(start + chunk_size, n_queries)
-        sims = q[start:stop] @ g.T  # (C, N)
-        sims = sims.masked_fill(sims.isnan(), -math.inf)
+        sims = torch.mm(q[start:stop], g.T, out=buffer[: stop - start])  # (C, N)
         if sources is not None:
             sims[torch.arange(stop - start, device=device), sources[start:stop]] = -math.inf
-        correct = labels[None, :] == target_labels[start:stop, None]  # (C, N)
-        best = sims.masked_fill(~correct, -math.inf).amax(dim=1)  # (C,) best correct similarity
-        ahead = ((sims >= best[:, None]) & ~correct).sum(dim=1)  # (C,) incorrect items tying or above
+        candidates = members[target_labels[start:stop]]  # (C, M) the target label's items
+        valid = candidates >= 0
+        correct = sims.gather(1, candidates.clamp(min=0))  # (C, M) their similarities (the source's: -inf)
+        correct = correct.nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf).masked_fill(~valid, -math.inf)
+        best = correct.amax(dim=1)  # (C,) best correct similarity
+        # items tying or above it (NaN >= x is False: a NaN never ranks ahead), the correct ones taken off;
+        # ge_ turns the buffer into 0/1 in place, and a float sum is several times faster than a bool one
+        at_or_above = sims.ge_(best[:, None]).sum(dim=1, dtype=count_dtype).long()
+        ahead = at_or_above - ((correct >= best[:, None]) & valid).sum(dim=1)  # (C,) incorrect items ahead
         ranks[start:stop] = torch.where(best.isfinite(), ahead, torch.full_like(ahead, n_gallery))
     return ranks
 
