@@ -3,7 +3,7 @@
 A query is (source image, modification text) -> target image, as in TIRG (Vo et al., CVPR 2019,
 arXiv 1812.07119). A retrieved image is correct iff its label equals the label of the query's
 target (CSS: the scene label, so duplicate renderings count; MIT-States: "adj noun"; Fashion200k:
-the product caption; FashionIQ and Shoes: the image id itself, so only the target counts).
+the product caption; FashionIQ, Shoes and CIRR: the image id itself, so only the target counts).
 """
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ class Query:
     # (top, left, bottom, right) in [0, 1] image fractions: the area the text asks to change;
     # None where the layout does not say (MMGrad-style region supervision skips those queries).
     region: tuple[float, float, float, float] | None
+    # CIRR's img_set: indices into split.image_paths of the related images (the source among them)
+    # that Recall_subset ranks the target within (study/subset_recall.py); None where a layout has none.
+    subset: tuple[int, ...] | None = None
+    # The layout's own id of the query, which prediction files are keyed by (CIRR's pairid); None elsewhere.
+    query_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class RetrievalData:
     train: Split
     test: Split
     # css (1, 5, 10, 50); states / mitstates (1, 5, 10); fashion200k and shoes (1, 10, 50);
-    # fashioniq (10, 50)
+    # fashioniq (10, 50); cirr (1, 5, 10, 50), plus Recall_subset@{1, 2, 3} over Query.subset
     recall_ks: tuple[int, ...]
     # Human-readable facts for `python -m study.data describe` (held-out pairs, test nouns,
     # protocol choices such as how FashionIQ's two captions are joined).
