@@ -1,5 +1,9 @@
 """What goes into the model (`Batch`) and what comes out of it (`Outputs`): every tensor the matching
-loss and the regularisers read, so none of them re-runs the encoders."""
+loss and the regularisers read, so none of them re-runs the encoders.
+
+With frozen encoders a batch may carry their cached output instead of their input
+(study/feature_cache.py): then `reference` and `target` are (B, D) image features and `tokens` the
+(B, D) text features, and the model runs no encoder (models/model.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -14,10 +18,10 @@ __all__ = ["Batch", "Outputs"]
 
 @dataclass(frozen=True)
 class Batch:
-    reference: Tensor  # (B, 3, H, W) float, normalised (normalize_images)
-    tokens: Tensor  # (B, L) long, padded with 0
+    reference: Tensor  # (B, 3, H, W) float, normalised (normalize_images); or (B, D) cached features
+    tokens: Tensor  # (B, L) long, padded with 0; or (B, D) float cached text features
     lengths: Tensor  # (B,) long, >= 1
-    target: Tensor  # (B, 3, H, W) float, normalised
+    target: Tensor  # (B, 3, H, W) float, normalised; or (B, D) cached features
     regions: Tensor | None = None  # (B, 4) float box of the region the text changes, where the dataset has one
 
     def to(self, device: torch.device | str) -> Batch:
@@ -36,4 +40,5 @@ class Outputs:
     reference_features: ImageFeatures  # of the reference image x
     target_features: ImageFeatures  # of the target image x+
     text: Tensor  # (B, D) phi_t
-    reference_images: Tensor  # (B, 3, H, W) the tensor x was computed from (GA differentiates w.r.t. it)
+    reference_images: Tensor  # (B, 3, H, W) the tensor x was computed from (GA differentiates w.r.t. it);
+    # (B, D) with cached features, which have no pixels to differentiate (GA's term is refused there)

@@ -1,21 +1,28 @@
-"""Image encoders: `small_cnn` (from scratch, 64x64 inputs on CPU) and `resnet18` (torchvision).
+"""Encoders: an image encoder and the text encoder that goes with it, chosen together by name.
 
-Both return an `ImageFeatures`: the global vector plus two conv maps that later parts read
-(the last map for conv composers and MMGrad, the layer2-level map for DIM's local term).
+`small_cnn` (from scratch, 64x64 inputs on CPU) and `resnet18` (torchvision) pair with TIRG's LSTM
+over a word vocabulary built from the training texts (models/text.py); the CLIP encoders of
+models/clip.py (`clip_rn50`, `clip_vit_b32`, `clip_tiny`) bring CLIP's text transformer and its
+BPE tokenizer. `ENCODERS` holds the pairs, `IMAGE_ENCODERS` the image towers of the first kind.
+
+Every image encoder returns an `ImageFeatures`: the global vector plus two conv maps that later parts
+read (the last map for conv composers and MMGrad, the layer2-level map for DIM's local term).
 Methods reference A.1; TIRG (Vo et al., CVPR 2019, https://arxiv.org/abs/1812.07119) uses
 ResNet-18 with a Linear(512 -> D) head, and a small from-scratch net on CSS.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from models.registry import Registry
+from models.text import TextEncoder, Tokenizer, Vocabulary
 
-__all__ = ["IMAGE_ENCODERS", "ImageFeatures", "SmallCnn", "ResNet18", "normalize_images"]
+__all__ = ["ENCODERS", "IMAGE_ENCODERS", "Encoders", "ImageFeatures", "MissingFeatures", "SmallCnn", "ResNet18",
+           "encoder_class", "normalize_images"]
 
 IMAGE_ENCODERS = Registry(
     "image encoder",
@@ -25,16 +32,56 @@ IMAGE_ENCODERS = Registry(
     "the Linear(last_channels -> D) after the global pool (tirg_conv re-uses it, as TIRG does).",
 )
 
+ENCODERS = Registry(
+    "encoder",
+    "models",
+    "Encoders subclasses (the class is its own builder): `Cls(*, embed_dim: int, weights: str | None = None, "
+    "vocab_size: int = 1)` holds `.image` (forward(images (B, 3, H, W) normalised) -> ImageFeatures, with "
+    "`last_channels`, `mid_channels`, `fc` or None), `.text` (forward(tokens, lengths) -> (B, width)) and "
+    "`.width`; `Cls.tokenizer(training texts)` gives the text side's Tokenizer.",
+)
+
 # ImageNet statistics: torchvision's pretrained weights expect them, and TIRG uses them on every dataset.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
+class MissingFeatures(RuntimeError):
+    """Something read a part of ImageFeatures that its source does not hold (cached frozen features
+    keep the global vector only); the message says which part and why."""
+
+
 class ImageFeatures:
-    vector: Tensor  # (B, D) global feature phi_x
-    last_map: Tensor  # (B, C, h, w) last conv map; C = encoder.last_channels
-    mid_map: Tensor  # (B, C2, h2, w2) layer2-level map; C2 = encoder.mid_channels
+    """What an image encoder gives: the global vector and, where the source has them, two conv maps.
+
+    Reading a map that is absent raises MissingFeatures naming why (`missing`), so a composer or
+    regulariser that needs maps fails with the reason, and the capability check can find it
+    (models/feature_needs.py)."""
+
+    __slots__ = ("vector", "_last_map", "_mid_map", "missing")
+
+    def __init__(self, vector: Tensor, last_map: Tensor | None = None, mid_map: Tensor | None = None, *,
+                 missing: str = "this image encoder gives no conv maps") -> None:
+        self.vector = vector  # (B, D) global feature phi_x
+        self._last_map = last_map  # (B, C, h, w) last conv map; C = encoder.last_channels
+        self._mid_map = mid_map  # (B, C2, h2, w2) layer2-level map; C2 = encoder.mid_channels
+        self.missing = missing
+
+    @property
+    def has_maps(self) -> bool:
+        return self._last_map is not None and self._mid_map is not None
+
+    @property
+    def last_map(self) -> Tensor:
+        if self._last_map is None:
+            raise MissingFeatures(f"the last conv map (ImageFeatures.last_map) is not available: {self.missing}")
+        return self._last_map
+
+    @property
+    def mid_map(self) -> Tensor:
+        if self._mid_map is None:
+            raise MissingFeatures(f"the layer2-level map (ImageFeatures.mid_map) is not available: {self.missing}")
+        return self._mid_map
 
 
 def normalize_images(images: Tensor) -> Tensor:
@@ -130,3 +177,70 @@ def build_small_cnn(embed_dim: int, weights: str | None = None) -> SmallCnn:
 @IMAGE_ENCODERS.register("resnet18")
 def build_resnet18(embed_dim: int, weights: str | None = None) -> ResNet18:
     return ResNet18(embed_dim, weights)
+
+
+class Encoders:
+    """An image encoder and its text encoder, built together. The class is the registered builder;
+    what a caller reads without building one (`encoder_class(name)`):
+
+      word_tokens: the text side gives word ids from a vocabulary of the training texts, which the
+        composers with `needs_tokens` read (one id per word); CLIP's BPE pieces are not words.
+      fixed_width: the feature width the encoder imposes (CLIP's joint space), or None when the
+        heads are built at `embed_dim`.
+    """
+
+    word_tokens: ClassVar[bool] = True
+    fixed_width: ClassVar[int | None] = None
+
+    def __init__(self, *, embed_dim: int, weights: str | None = None, vocab_size: int = 1) -> None:
+        self.image: nn.Module
+        self.text: nn.Module
+        self.width: int  # D of every feature the encoders give, so of the composer's output
+
+    @classmethod
+    def feature_width(cls, embed_dim: int) -> int:
+        """The width D the composer works in: the encoder's own, else `embed_dim`."""
+        return cls.fixed_width if cls.fixed_width is not None else embed_dim
+
+    @classmethod
+    def tokenizer(cls, texts: Sequence[str]) -> Tokenizer:
+        """The text side's tokenizer, given the training texts (a word vocabulary is built from them)."""
+        return Vocabulary.build(texts)
+
+    @classmethod
+    def restore_tokenizer(cls, stored: Sequence[str]) -> Tokenizer:
+        """The tokenizer from what `Tokenizer.to_list()` stored in a checkpoint."""
+        return Vocabulary.from_list(stored)
+
+
+class LstmEncoders(Encoders):
+    """An image encoder of IMAGE_ENCODERS with TIRG's LSTM text encoder, both with a head to `embed_dim`."""
+
+    image_encoder: ClassVar[str]
+
+    def __init__(self, *, embed_dim: int, weights: str | None = None, vocab_size: int = 1) -> None:
+        super().__init__(embed_dim=embed_dim, weights=weights, vocab_size=vocab_size)
+        # Image first, then text: the order in which the random initial weights are drawn.
+        self.image = IMAGE_ENCODERS.build(self.image_encoder, embed_dim=embed_dim, weights=weights)
+        self.text = TextEncoder(vocab_size, embed_dim)
+        self.width = embed_dim
+
+
+@ENCODERS.register("small_cnn")
+class SmallCnnEncoders(LstmEncoders):
+    image_encoder = "small_cnn"
+
+
+@ENCODERS.register("resnet18")
+class ResNet18Encoders(LstmEncoders):
+    image_encoder = "resnet18"
+
+
+def encoder_class(name: str) -> type[Encoders]:
+    """The registered Encoders class `name` (raises, listing the known names, when there is none)."""
+    return ENCODERS.get(name)
+
+
+# Imported after ENCODERS exists: models/clip.py registers the CLIP encoders on import (open_clip itself is
+# imported only when one is built: it costs seconds).
+from models import clip  # noqa: E402,F401

@@ -1,19 +1,36 @@
 """Text side of TIRG's model (methods reference A.1): a vocabulary built from the training texts and
 an LSTM text encoder. TIRG: Vo et al., CVPR 2019, https://arxiv.org/abs/1812.07119 (`text_model.py`).
+
+`Tokenizer` is what every text side offers the feed and the evaluation: the Vocabulary here, CLIP's
+BPE tokenizer (models/clip.py), and the cached text features of frozen encoders (study/feature_cache.py).
 """
 from __future__ import annotations
 
 import string
 import unicodedata
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["UNKNOWN", "Vocabulary", "TextEncoder", "tokenize"]
+__all__ = ["UNKNOWN", "Tokenizer", "Vocabulary", "TextEncoder", "tokenize"]
 
 UNKNOWN = "<unk>"
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+class Tokenizer(Protocol):
+    """Texts -> what the text encoder reads, and what a checkpoint stores to rebuild it."""
+
+    def encode(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """-> the text encoder's input (B, L) and lengths (B,) long >= 1: token ids, or for the cached
+        features of frozen encoders the (B, D) float features themselves (models/model.py encode_text)."""
+        ...
+
+    def to_list(self) -> list[str]: ...
+
+    def __len__(self) -> int: ...
 
 
 def tokenize(text: str) -> list[str]:

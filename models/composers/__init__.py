@@ -31,6 +31,7 @@ def composer_class(name: str) -> type[Composer]:
 # Imported after COMPOSERS exists: each file registers itself on import.
 from models.composers import (  # noqa: E402,F401
     attribute_operator,
+    combiner,
     concat,
     film,
     image_only,
