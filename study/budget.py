@@ -29,9 +29,21 @@ class Budget:
     generation_size: int | None = None  # sync scheduler: configurations proposed per generation; None = all
     scale: float = 0.05  # generated-dataset size, 1.0 = the real dataset's size
     image_size: int | None = None  # square side for every dataset without its own; None: 224 real, native generated
-    image_encoder: Literal["small_cnn", "resnet18"] = "small_cnn"
-    image_weights: str | None = None  # local torchvision state dict for resnet18
-    embed_dim: int = 128
+    # The encoders, image and text together (models/encoders.py ENCODERS): small_cnn / resnet18 with TIRG's
+    # LSTM over the training vocabulary, or clip_rn50 / clip_vit_b32 / clip_tiny with CLIP's text tower and
+    # tokenizer (models/clip.py). Checked against the registry by study.trial_config.validate_space.
+    image_encoder: str = "small_cnn"
+    # A local weights file (nothing is downloaded): a torchvision resnet18 state dict, or a checkpoint of the
+    # CLIP architecture (open_clip state dict or training checkpoint, .safetensors, OpenAI's RN50.pt / ViT-B-32.pt)
+    image_weights: str | None = None
+    embed_dim: int = 128  # the width of small_cnn / resnet18 / LSTM heads; CLIP works in its own (1024 RN50, 512 ViT-B/32)
+    # The encoders' learning rate as a fraction of `lr`: 1 trains them with the composer, a value in (0, 1)
+    # fine-tunes them slower, 0 freezes them (eval mode, no gradient; CLIP4Cir's combiner training).
+    encoder_lr_factor: float = 1.0
+    # With frozen encoders: embed every image and text once into the node's cache and train only the composer
+    # on those features (true; study/feature_cache.py), or run the frozen encoders at every step (false:
+    # what train-time augmentation, GA's input gradient and conv-map composers need).
+    feature_cache: bool = True
     batch_size: int = 32  # global, over all workers of a trial
     lr: float = 0.01
     weight_decay: float = 1e-6
@@ -68,11 +80,19 @@ class Budget:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"`{name}` must be a number >= 0, got {value!r}")
+        if not isinstance(self.image_encoder, str) or not self.image_encoder:
+            raise ValueError(f"`image_encoder` must name an encoder, e.g. small_cnn or clip_rn50, got {self.image_encoder!r}")
+        if self.image_weights is not None and (not isinstance(self.image_weights, str) or not self.image_weights):
+            raise ValueError(f"`image_weights` must be the path of a local weights file, got {self.image_weights!r}")
+        factor = self.encoder_lr_factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor <= 1:
+            raise ValueError(f"`encoder_lr_factor` must be a number in [0, 1] (0 freezes the encoders, 1 trains them "
+                             f"at `lr`), got {factor!r}")
         if self.scale > 1:
             raise ValueError(f"`scale` is a fraction of the real dataset's size, at most 1.0, got {self.scale}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"`precision` must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        for name in ("channels_last", "sync_batchnorm"):
+        for name in ("channels_last", "sync_batchnorm", "feature_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}")
         if self.batch_size % self.workers_per_trial:
@@ -80,6 +100,15 @@ class Budget:
                 f"`batch_size` {self.batch_size} is the global batch and must split evenly over "
                 f"`workers_per_trial` {self.workers_per_trial}; use a multiple of {self.workers_per_trial}"
             )
+
+    @property
+    def frozen_encoders(self) -> bool:
+        return self.encoder_lr_factor == 0
+
+    @property
+    def cached_features(self) -> bool:
+        """Trials train on the features the frozen encoders gave once (study/feature_cache.py)."""
+        return self.frozen_encoders and self.feature_cache
 
     @property
     def rank_batch_size(self) -> int:

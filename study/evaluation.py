@@ -9,6 +9,9 @@ single-rank evaluation. Ranking runs in chunks of queries (`study.metrics`), so 
 matrix is held for large galleries. Breakdowns: recall per modification type (css add/remove/make,
 fashion per replaced attribute) and, where labels have parts ("adj noun"), recall on each part
 alone (MIT-States' adjective-only and noun-only recall).
+
+With frozen encoders on cached features, `images` and `vocab` are the split's cached features
+(study/feature_cache.py SplitFeatures): the same code then embeds without running an encoder.
 """
 from __future__ import annotations
 
@@ -20,11 +23,12 @@ import torch.distributed as dist
 
 from models.encoders import normalize_images
 from models.model import CirModel
-from models.text import Vocabulary
+from models.text import Tokenizer
 from study.data import Query, Split
 from study.metrics import first_hit_ranks, recall_from_ranks
 
-__all__ = ["EMBED_CHUNK", "SplitEvaluation", "embed_gallery", "embed_queries", "evaluate_split", "score_split"]
+__all__ = ["EMBED_CHUNK", "SplitEvaluation", "embed_gallery", "embed_queries", "evaluate_split", "model_input",
+           "score_split"]
 
 EMBED_CHUNK = 256  # images per embedding batch; fixed, so a chunk is the same batch at any world size
 
@@ -48,6 +52,13 @@ def _my_chunks(total: int, rank: int, world: int) -> list[int]:
     return list(range(rank, -(-total // EMBED_CHUNK), world))
 
 
+def model_input(rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """What the model's image side takes: uint8 images (an image map's) normalised on the device;
+    float rows (cached features of frozen encoders) as they are."""
+    rows = rows.to(device)
+    return normalize_images(rows) if rows.dtype == torch.uint8 else rows
+
+
 @torch.no_grad()
 def embed_gallery(model: CirModel, images: Images, device: torch.device, *, rank: int = 0,
                   world: int = 1) -> dict[int, torch.Tensor]:
@@ -56,19 +67,19 @@ def embed_gallery(model: CirModel, images: Images, device: torch.device, *, rank
     out = {}
     for chunk in _my_chunks(total, rank, world):
         index = torch.arange(chunk * EMBED_CHUNK, min((chunk + 1) * EMBED_CHUNK, total))
-        out[chunk] = model.embed_images(normalize_images(images.gather(index).to(device))).float().cpu()
+        out[chunk] = model.embed_images(model_input(images.gather(index), device)).float().cpu()
     return out
 
 
 @torch.no_grad()
-def embed_queries(model: CirModel, images: Images, queries: Sequence[Query], vocab: Vocabulary,
+def embed_queries(model: CirModel, images: Images, queries: Sequence[Query], vocab: Tokenizer,
                   device: torch.device, *, rank: int = 0, world: int = 1) -> dict[int, torch.Tensor]:
     """This rank's chunks of composed query features: chunk index -> (<= EMBED_CHUNK, D) on the CPU."""
     out = {}
     for chunk in _my_chunks(len(queries), rank, world):
         part = queries[chunk * EMBED_CHUNK : (chunk + 1) * EMBED_CHUNK]
         tokens, lengths = vocab.encode([q.text for q in part])
-        reference = normalize_images(images.gather(torch.tensor([q.source for q in part])).to(device))
+        reference = model_input(images.gather(torch.tensor([q.source for q in part])), device)
         out[chunk] = model.compose(reference, tokens.to(device), lengths.to(device)).float().cpu()
     return out
 
@@ -110,7 +121,7 @@ def score_split(query_emb: torch.Tensor, gallery_emb: torch.Tensor, split: Split
 
 
 def evaluate_split(
-    model: CirModel, split: Split, images: Images, queries: Sequence[Query], vocab: Vocabulary,
+    model: CirModel, split: Split, images: Images, queries: Sequence[Query], vocab: Tokenizer,
     ks: Sequence[int], device: torch.device, *, label_parts: Sequence[str] = (), rank: int = 0, world: int = 1,
 ) -> SplitEvaluation | None:
     """Rank the whole gallery of `split` for `queries` (`images`: the split's image map).

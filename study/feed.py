@@ -6,6 +6,9 @@ places everything in pinned memory; the training loop copies a ready batch with 
 and normalises it on the device, so the CPU prepares step t+1 while the device computes step t.
 The thread consumes its augmentation generator in step order, so the batches are the same in every
 run whatever the timing.
+
+With frozen encoders on cached features (study/feature_cache.py) `FeatureFeed` gives each step's rows
+of the split's features instead: no image is read and no encoder runs.
 """
 from __future__ import annotations
 
@@ -23,13 +26,26 @@ from models.encoders import normalize_images
 from models.text import Vocabulary
 from study.data import Query
 
-__all__ = ["BatchFeed", "HostBatch", "augment_images"]
+__all__ = ["BatchFeed", "FeatureFeed", "HostBatch", "augment_images"]
 
 PREFETCH = 2  # batches prepared ahead: one being copied, one being gathered
 
 
 class Images(Protocol):
     def gather(self, indices: Tensor, out: Tensor | None = None) -> Tensor: ...
+
+
+class CachedFeatures(Protocol):  # study.feature_cache.SplitFeatures
+    def gather(self, indices: Tensor, out: Tensor | None = None) -> Tensor: ...
+
+    def text_features(self, texts: Sequence[str]) -> Tensor: ...
+
+
+def query_regions(queries: Sequence[Query]) -> Tensor | None:
+    """(B, 4) float boxes of the regions the texts change, when every query of the batch has one."""
+    if all(q.region is not None for q in queries):
+        return torch.tensor([q.region for q in queries], dtype=torch.float32)
+    return None
 
 
 @dataclass(frozen=True)
@@ -97,9 +113,7 @@ class BatchFeed:
             if self.pin_memory:
                 reference, target = reference.pin_memory(), target.pin_memory()
         tokens, lengths = self.vocab.encode([q.text for q in queries])
-        regions = None
-        if all(q.region is not None for q in queries):
-            regions = torch.tensor([q.region for q in queries], dtype=torch.float32)
+        regions = query_regions(queries)
         if self.pin_memory:
             tokens, lengths = tokens.pin_memory(), lengths.pin_memory()
             regions = None if regions is None else regions.pin_memory()
@@ -149,3 +163,24 @@ class BatchFeed:
         finally:
             stop.set()
             thread.join()
+
+
+class FeatureFeed:
+    """Iterate the training batches of one epoch from a split's cached features (frozen encoders):
+    reference and target are rows of the image features (B, D), `tokens` the texts' features (B, D),
+    already on `device`. Gathering rows costs microseconds, so no thread prepares them ahead."""
+
+    def __init__(self, features: CachedFeatures, steps: Sequence[Sequence[Query]], device: torch.device) -> None:
+        self.features, self.steps, self.device = features, steps, device
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for queries in self.steps:
+            rows = self.features.gather(torch.tensor([q.source for q in queries] + [q.target for q in queries]))
+            reference, target = rows.to(self.device).chunk(2)  # (B, D) each
+            regions = query_regions(queries)
+            yield Batch(reference=reference, tokens=self.features.text_features([q.text for q in queries]).to(self.device),
+                        lengths=torch.ones(len(queries), dtype=torch.long, device=self.device), target=target,
+                        regions=None if regions is None else regions.to(self.device))

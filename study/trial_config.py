@@ -3,8 +3,9 @@
 Tune hands every trial a flat dict such as `{"composer": "tirg", "K": 8, "regularizer": "ga",
 "ga_strength": 0.01, "__trial_index__": 1}`. `TrialConfig.from_params` checks it once, rejecting
 unknown keys with the valid names, and nothing after it reads the raw dict. `validate_space` runs
-the same conversion over every choice of a space before Ray starts, so a bad file fails in
-`study.run`, not in trial 137.
+the same conversion over every choice of a space before Ray starts, and checks what the budget's
+encoders can give every configuration (`check_encoders`), so a bad file fails in `study.run`, not
+in trial 137.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from models.composers import COMPOSERS, composer_class
+from models.encoders import ENCODERS, encoder_class
 from models.regularizers import REGULARIZERS, regularizer_configs, regularizer_param_names, requirements
 
 from study.space import Budget, SearchSpace, SpaceError
@@ -101,6 +103,57 @@ def validate_space(space: SearchSpace, budget: Budget) -> None:
                     f"{where}: K={config.k} is larger than the batch size {budget.batch_size} of this budget; "
                     "K counts the positive plus K-1 in-batch negatives, so lower K or raise batch_size"
                 )
+    check_encoders(space, budget)
+
+
+def check_encoders(space: SearchSpace, budget: Budget) -> None:
+    """Refuse, before Ray starts, what the budget's encoders cannot give a configuration of the space:
+    an unknown encoder or an unusable weights file; word token ids for composers that read them (CLIP's
+    text side gives BPE pieces); and with cached frozen features (`encoder_lr_factor: 0`,
+    `feature_cache: true`) conv maps, pixels to differentiate and token ids (models/feature_needs.py),
+    and train-time augmentation."""
+    from models.feature_needs import cached_feature_refusals  # builds tiny models: only needed here
+
+    if budget.image_encoder not in ENCODERS:
+        raise SpaceError(f"{space.path}: budget: unknown image_encoder {budget.image_encoder!r}; known: "
+                         f"{ENCODERS.names()}")
+    encoders = encoder_class(budget.image_encoder)
+    if budget.image_weights is not None:
+        try:  # built once here, so a missing or mismatched file fails now rather than in every trial
+            ENCODERS.build(budget.image_encoder, embed_dim=budget.embed_dim, weights=budget.image_weights)
+        except (OSError, ValueError) as error:
+            raise SpaceError(f"{space.path}: budget: image_weights: {error}") from None
+    cached = "with frozen encoders on cached features (encoder_lr_factor: 0, feature_cache: true)"
+    if budget.cached_features:
+        augmented = [entry.key for entry in space.datasets if entry.augment != "none"]
+        if augmented:
+            raise SpaceError(f"{space.path}: dataset {augmented[0]!r} has `augment`, which changes the images at every "
+                             f"step, but {cached} each image is embedded once; use augment: none, or set "
+                             "feature_cache: false to run the frozen encoders at every step")
+    for config in _configurations(space):
+        reasons = []
+        if composer_class(config.composer).needs_tokens and not encoders.word_tokens:
+            reasons.append(f"composer {config.composer!r} reads word ids (needs_tokens), which the text side of "
+                           f"{budget.image_encoder!r} does not give (CLIP's tokenizer gives BPE pieces)")
+        elif budget.cached_features:
+            reasons += [f"{reason} ({cached})" for reason in cached_feature_refusals(config.composer, config.regularizers)]
+        if reasons:
+            fix = ("set feature_cache: false (the frozen encoders then run at every step) or train the encoders "
+                   "(encoder_lr_factor > 0)" if budget.cached_features else "use small_cnn or resnet18")
+            raise SpaceError(f"{space.path}: {'; '.join(reasons)}; restrict it with a `when:` condition, drop it "
+                             f"from the space, or {fix}")
+
+
+def _configurations(space: SearchSpace) -> list[TrialConfig]:
+    """Every combination of the space's choices, numeric parameters at their upper bound (where a
+    weight is largest and so switched on), as TrialConfigs."""
+    from study.space import grid_points
+
+    probe = SearchSpace(**{**space.__dict__, "parameters": tuple(
+        p if p.kind == "choice" else type(p)(p.name, "choice", values=(p.high,), when=p.when, line=p.line)
+        for p in space.parameters
+    )})
+    return [TrialConfig.from_params(point, seeds=space.seeds, where=str(space.path)) for point in grid_points(probe)]
 
 
 def dataset_capabilities(data) -> frozenset[str]:
@@ -126,15 +179,8 @@ def composer_capabilities(composer: str) -> frozenset[str]:
 def check_capabilities(space: SearchSpace, datasets: Mapping[str, Any]) -> None:
     """Refuse, before any trial starts, a composer or regulariser the space can pair with a dataset
     or composer that cannot provide what it needs (regions, a single-word text, an image in the query)."""
-    from study.space import grid_points
-
     dataset_caps = {key: dataset_capabilities(data) for key, data in datasets.items()}
-    probe = SearchSpace(**{**space.__dict__, "parameters": tuple(
-        p if p.kind == "choice" else type(p)(p.name, "choice", values=(p.high,), when=p.when, line=p.line)
-        for p in space.parameters
-    )})
-    for point in grid_points(probe):
-        config = TrialConfig.from_params(point, seeds=space.seeds, where=str(space.path))
+    for config in _configurations(space):
         needs = {f"composer {config.composer!r}": composer_class(config.composer).requires}
         needs.update({f"regularizer {name!r}": reqs for name, reqs in requirements(config.regularizers).items()})
         has_composer = composer_capabilities(config.composer)

@@ -9,27 +9,35 @@ encoders unused (image_only ignores the text), all of which fight DDP's reducer 
 that no rank used keeps no gradient (so no noise, momentum or weight decay touches it), at any
 worker count. The matching loss gathers every rank's targets with their gradient (models/distributed.py),
 so the global batch, not each rank's share, supplies the negatives.
+
+The budget's `encoder_lr_factor` sets the encoders' learning rate as a fraction of the composer's; at 0
+they are frozen, and with `feature_cache` every image and text is embedded once per node
+(study/feature_cache.py) and the trial trains the composer on those features: no image is read and no
+encoder runs in training or evaluation.
 """
 from __future__ import annotations
 
 import random
+import weakref
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
 
 from models.batch import Batch
+from models.encoders import encoder_class
 from models.model import CirModel, ModelConfig
 from models.objective import Objective, ObjectiveConfig
-from models.text import Vocabulary
+from models.text import Tokenizer
 from study.budget import Budget, DatasetEntry
 from study.data import Query, RetrievalData
 from study.data.image_cache import ImageMap, open_image_map
 from study.evaluation import SplitEvaluation, evaluate_split
-from study.feed import BatchFeed
+from study.feature_cache import SplitFeatures, open_split_features
+from study.feed import BatchFeed, FeatureFeed
 from study.randomness import stream_seed
 from study.trial_config import TrialConfig
 
@@ -43,9 +51,10 @@ class DatasetShare:
     key: str  # the space's dataset key, e.g. `fashioniq-dress`: names its metrics
     entry: DatasetEntry
     data: RetrievalData
-    vocab: Vocabulary
+    vocab: Tokenizer  # the encoders' text side: a word vocabulary of the training texts, or CLIP's tokenizer
     images: dict[str, ImageMap]  # split -> the node's image map (decoded once per node)
     train_sample: tuple[Query, ...]  # fixed sample of training queries for train recall (A.8)
+    cache_dir: str | None = None  # the node's cache folder (image maps, cached features)
 
     @classmethod
     def open(cls, entry: DatasetEntry, data: RetrievalData, *, budget: Budget, data_seed: int,
@@ -53,10 +62,11 @@ class DatasetShare:
         sample = list(data.train.queries)
         random.Random(data_seed).shuffle(sample)  # the same sample for every trial of a study
         cache = Path(cache_dir) if cache_dir else None
+        tokenizer = encoder_class(budget.image_encoder).tokenizer([q.text for q in data.train.queries])
         return cls(
-            key=entry.key, entry=entry, data=data, vocab=Vocabulary.build([q.text for q in data.train.queries]),
+            key=entry.key, entry=entry, data=data, vocab=tokenizer,
             images={s.name: open_image_map(s, cache_dir=cache) for s in (data.train, data.test)},
-            train_sample=tuple(sample[: budget.train_eval_queries]),
+            train_sample=tuple(sample[: budget.train_eval_queries]), cache_dir=cache_dir,
         )
 
 
@@ -110,6 +120,7 @@ class SeedRun:
     objective: Objective
     optimizer: torch.optim.Optimizer
     step: int = 0
+    features: dict[str, SplitFeatures] | None = None  # split -> cached features, when the trial trains on them
 
     @classmethod
     def build(cls, share: DatasetShare, trial: TrialConfig, budget: Budget, *, seed: int,
@@ -120,20 +131,29 @@ class SeedRun:
             torch.manual_seed(stream_seed("init", seed, share.key))
             model = CirModel(ModelConfig(
                 composer=trial.composer, image_encoder=budget.image_encoder, image_weights=budget.image_weights,
-                embed_dim=budget.embed_dim, vocab_size=len(share.vocab),
+                embed_dim=budget.embed_dim, vocab_size=len(share.vocab), frozen_encoders=budget.frozen_encoders,
             ))
             objective = Objective(
                 ObjectiveConfig(k=trial.candidates(budget.batch_size), regularizers=trial.regularizers),
-                embed_dim=budget.embed_dim, mid_channels=model.image_encoder.mid_channels,
+                embed_dim=model.embed_dim, mid_channels=model.image_encoder.mid_channels,
             )
+        fingerprint = model.encoders_fingerprint() if budget.frozen_encoders else None
         if budget.sync_batchnorm:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model, objective = model.to(device), objective.to(device)
         if budget.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        parameters = list(model.parameters()) + list(objective.parameters())
-        optimizer = torch.optim.SGD(parameters, lr=budget.lr, momentum=0.9, weight_decay=budget.weight_decay)
-        return cls(share, seed, trial, budget, device, model, objective, optimizer)
+        features = None
+        if fingerprint is not None:
+            _share_frozen_encoders(model, (fingerprint, str(device), budget.channels_last, budget.sync_batchnorm))
+            if budget.cached_features:
+                features = {split: open_split_features(
+                    model, share.vocab, images=share.images[split], texts=[q.text for q in getattr(share.data, split).queries],
+                    encoder=budget.image_encoder, cache_dir=Path(share.cache_dir) if share.cache_dir else None,
+                    device=device, fingerprint=fingerprint) for split in ("train", "test")}
+        optimizer = torch.optim.SGD(_parameter_groups(model, objective, budget), lr=budget.lr, momentum=0.9,
+                                    weight_decay=budget.weight_decay)
+        return cls(share, seed, trial, budget, device, model, objective, optimizer, features=features)
 
     @property
     def name(self) -> str:
@@ -161,13 +181,10 @@ class SeedRun:
         # the same on every rank: the negative groups of the global batch must agree
         negatives = torch.Generator(device="cpu").manual_seed(stream_seed("negatives", self.seed, epoch, self.share.key))
         augment = torch.Generator(device="cpu").manual_seed(stream_seed("augment", self.seed, epoch, self.share.key, rank))
-        feed = BatchFeed(self.share.images["train"], self.share.vocab, steps, augment=self.share.entry.augment,
-                         generator=augment, pin_memory=self.device.type == "cuda")
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         autocast = torch.bfloat16 if self.budget.precision == "bf16" else None
         sums: dict[str, Any] = {}
-        for host in feed:
-            batch = host.to_device(self.device, channels_last=self.budget.channels_last)
+        for batch in self._batches(steps, augment):
             logs = train_step(self.model, self.objective, self.optimizer, batch, parameters=parameters, world=world,
                               generator=negatives, step=self.step, seed=self.seed, autocast_dtype=autocast)
             self.step += 1
@@ -176,31 +193,75 @@ class SeedRun:
                 sums[key] = sums[key] + value if key in sums else value
         return {f"train/{self.share.key}/{key}": value / max(len(steps), 1) for key, value in sums.items()}
 
+    def _batches(self, steps: list[list[Query]], augment: torch.Generator) -> Iterator[Batch]:
+        """Each step's batch on the device: rows of the cached features, or images from the image map."""
+        if self.features is not None:
+            yield from FeatureFeed(self.features["train"], steps, self.device)
+            return
+        feed = BatchFeed(self.share.images["train"], self.share.vocab, steps, augment=self.share.entry.augment,
+                         generator=augment, pin_memory=self.device.type == "cuda")
+        for host in feed:
+            yield host.to_device(self.device, channels_last=self.budget.channels_last)
+
     def evaluate(self, rank: int, world: int) -> dict[str, SplitEvaluation | None]:
         """Test recall on every test query and train recall on the fixed training sample (A.8); every
         rank embeds its share; rank 0 gets the evaluations, the others None."""
         share = self.share
-        return {
-            split: evaluate_split(self.model, getattr(share.data, split), share.images[split], queries, share.vocab,
-                                  share.data.recall_ks, self.device, label_parts=share.data.label_parts,
-                                  rank=rank, world=world)
-            for split, queries in (("test", share.data.test.queries), ("train", share.train_sample))
-        }
+        evaluations = {}
+        for split, queries in (("test", share.data.test.queries), ("train", share.train_sample)):
+            # the cached features stand in for both the image map and the tokenizer
+            images, texts = (self.features[split],) * 2 if self.features else (share.images[split], share.vocab)
+            evaluations[split] = evaluate_split(self.model, getattr(share.data, split), images, queries, texts,
+                                                share.data.recall_ks, self.device, label_parts=share.data.label_parts,
+                                                rank=rank, world=world)
+        return evaluations
 
     def state(self) -> dict:
-        return {
-            "model": self.model.state_dict(), "objective": self.objective.state_dict(),
+        """Everything a checkpoint needs; frozen encoders from a weights file are left out (the file
+        holds them) and identified by their fingerprint (models.model.restore_model rebuilds the model)."""
+        state = {
+            "model": self.model.trained_state(), "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(), "vocab": self.share.vocab.to_list(), "step": self.step,
             "model_config": asdict(self.model.config),  # so study.evaluate can rebuild the model
         }
+        if self.model.config.frozen_encoders:
+            state["encoders_fingerprint"] = self.model.encoders_fingerprint()
+        return state
 
     def load_state(self, state: dict) -> None:
         if state["vocab"] != self.share.vocab.to_list():
             raise ValueError(f"checkpoint of {self.name!r} was trained with another vocabulary (different data?)")
-        self.model.load_state_dict(state["model"])
+        saved = state.get("encoders_fingerprint")
+        if saved is not None and saved != self.model.encoders_fingerprint():
+            raise ValueError(f"checkpoint of {self.name!r} was trained with other frozen encoders than "
+                             f"{self.model.config.image_weights!r} gives now; resume with the original weights file")
+        self.model.load_trained_state(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+
+
+def _parameter_groups(model: CirModel, objective: Objective, budget: Budget) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: the encoders at lr * encoder_lr_factor (left out when frozen),
+    everything else at lr. At factor 1, one group in the model's order, as before the factor existed."""
+    everything = list(model.parameters()) + list(objective.parameters())
+    if budget.encoder_lr_factor == 1:
+        return [{"params": everything}]
+    encoders = {id(p) for p in model.encoder_parameters()}
+    groups = [{"params": [p for p in everything if id(p) not in encoders]}]
+    if not budget.frozen_encoders:
+        groups.append({"params": [p for p in everything if id(p) in encoders], "lr": budget.lr * budget.encoder_lr_factor})
+    return groups
+
+
+# Frozen encoders with the same weights compute the same function: one copy per process serves every seed
+# and dataset of a trial (CLIP RN50's two towers hold 400 MB). Weak: freed with the last run holding it.
+_FROZEN_ENCODERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _share_frozen_encoders(model: CirModel, key: tuple) -> None:
+    model.image_encoder = _FROZEN_ENCODERS.setdefault((*key, "image"), model.image_encoder)
+    model.text_encoder = _FROZEN_ENCODERS.setdefault((*key, "text"), model.text_encoder)
 
 
 def seed_run(data: RetrievalData, params: dict[str, Any], budget: Budget, *, seed: int = 0,
