@@ -12,9 +12,10 @@
 
 Loaders (DATASETS) read a file layout: "css" (TIRG's CSS, Vo et al., CVPR 2019, arXiv 1812.07119),
 "mitstates" (Isola et al., CVPR 2015), "fashion200k" (Han et al., ICCV 2017), "fashioniq" (Wu et
-al., CVPR 2021; option category) and "shoes" (Guo et al., NeurIPS 2018). Generators (GENERATORS)
-write one of those layouts: "css" (CSS-2D), "states" (MIT-States-like) and "fashion"
-(Fashion200k-like); see methods.md A.10 and B.7. Every loader checks its files at the edge
+al., CVPR 2021; option category), "shoes" (Guo et al., NeurIPS 2018) and "cirr" (Liu et al., ICCV
+2021; option split). Generators (GENERATORS) write one of those layouts: "css" (CSS-2D), "states"
+(MIT-States-like), "fashion" (Fashion200k-like), "fashioniq" (FashionIQ-like) and "cirr"
+(CIRR-like); see methods.md A.10 and B.7. Every loader checks its files at the edge
 (study/data/checks.py): one DatasetError names the bad file and line. Images are delivered square
 at `image_size` by TIRG's preprocessing (study/data/images.py) and decoded once per node into a
 file every process reads (study/data/image_cache.py). What opening a dataset computed is cached per
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 # registration: one import line per loader or generator
-from study.data import css, css_generate, fashion, fashion200k, fashioniq, mitstates, shoes, states  # noqa: F401
+from study.data import cirr, cirr_generate, css, css_generate, fashion, fashion200k, fashioniq, fashioniq_generate, mitstates, shoes, states  # noqa: F401
 from study.data.cache import default_cache_dir, known_datasets, prepare_generated
 from study.data.checks import check_image_size
 from study.data.dataset_cache import DatasetRequest, open_cached
