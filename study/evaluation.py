@@ -8,7 +8,8 @@ the same batch on any number of ranks, so the embeddings, and the recalls, are e
 single-rank evaluation. Ranking runs in chunks of queries (`study.metrics`), so no query x gallery
 matrix is held for large galleries. Breakdowns: recall per modification type (css add/remove/make,
 fashion per replaced attribute) and, where labels have parts ("adj noun"), recall on each part
-alone (MIT-States' adjective-only and noun-only recall).
+alone (MIT-States' adjective-only and noun-only recall), and where queries carry a subset (CIRR's
+img_set), Recall_subset@{1,2,3} as breakdown "subset" (study/subset_recall.py).
 
 With frozen encoders on cached features, `images` and `vocab` are the split's cached features
 (study/feature_cache.py SplitFeatures): the same code then embeds without running an encoder.
@@ -26,6 +27,7 @@ from models.model import CirModel
 from models.text import Tokenizer
 from study.data import Query, Split
 from study.metrics import first_hit_ranks, recall_from_ranks
+from study.subset_recall import has_subsets, subset_recalls
 
 __all__ = ["EMBED_CHUNK", "SplitEvaluation", "embed_gallery", "embed_queries", "evaluate_split", "model_input",
            "score_split"]
@@ -117,6 +119,8 @@ def score_split(query_emb: torch.Tensor, gallery_emb: torch.Tensor, split: Split
     for position, part in enumerate(label_parts):
         part_labels = [label.split(" ")[position] if len(label.split(" ")) > position else label for label in split.labels]
         breakdowns[f"{part}_only"] = recall_from_ranks(ranks_for(part_labels), ks)
+    if has_subsets(queries):  # CIRR: the target among the query's img_set members only
+        breakdowns["subset"] = subset_recalls(query_emb, gallery_emb, queries, split.labels)
     return SplitEvaluation(query_emb, gallery_emb, ranks, recall_from_ranks(ranks, ks), breakdowns)
 
 
