@@ -1,0 +1,313 @@
+"""Data-parallel scaling (issue 12): training samples/s of one configuration with 2 Ray Train
+workers on 2 local nodes of 1 CPU each, against 1 worker, with the same global batch and the same
+data, in the steady state. Target >= 1.6x.
+
+    python bench/dp_scaling.py                                          # about 5 minutes on 2 cores
+    python bench/dp_scaling.py --rounds 1 --epochs 2 --scale 0.01       # a quick look (noisier)
+
+The configuration is bench/trial_overhead.py's: tirg + none (K 8) on css at scale 0.05, small_cnn,
+embed 128, global batch 32 (16 per worker with 2), one intra-op thread per worker, seed 0.
+
+The cluster: `ray.cluster_utils.Cluster` with a head of 0 CPUs (Train's controller asks none) and
+2 nodes of 1 CPU; every worker asks 1 CPU, so 2 workers run on 2 nodes and 1 worker on one.
+
+The measurement: a TorchTrainer whose workers run the project's training loop,
+`study.trial_run.TrialRun.train_epoch` (the feed thread, `train_step` with the matching loss over
+the global batch and the flat gradient all-reduce, the logged terms synchronised once), epoch after
+epoch, without evaluation or checkpoints. Every rank waits at a barrier before and after an epoch,
+and rank 0 records the epoch's wall-clock window and every rank's CPU seconds. Epoch 1 is warm-up
+(thread pools; the first optimiser step imports torch._dynamo) and is left out; the later epochs
+are the steady state. samples/s = steps x global batch / an epoch's seconds; the figure is the median
+over the steady epochs of 2 workers over that of 1 worker. Rounds alternate 1 and 2 workers, so a
+drift of the machine's speed hits both.
+
+The machine may be shared: a thread here samples the machine's busy CPU time and this bench's own
+(every process of the cluster is its descendant) every second, and each epoch gets the share of
+the cores other processes took during its window (bench/contention.py). Epochs above
+--max-contention are left out while a clean one remains for that worker count; otherwise all are
+kept and the result says it was contended.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import median
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.contention import CpuSampler  # noqa: E402
+
+TARGET = 1.6  # samples/s with 2 workers over 1 worker, at least
+WORKER_COUNTS = (1, 2)
+PARAMS = {"composer": "tirg", "regularizer": "none", "K": 8}  # bench/trial_overhead.yaml's configuration
+
+
+@dataclass(frozen=True)
+class ScalingRun:
+    """What each worker needs; pickled to the workers."""
+
+    budget: Any  # study.budget.Budget with this run's workers_per_trial
+    dataset: Any  # study.budget.DatasetEntry
+    epochs: int
+    cache_dir: str
+    out: str  # rank 0 writes its epochs here as JSON (the nodes are this machine: one filesystem)
+
+
+def budget_for(workers: int, *, scale: float):
+    """bench/trial_overhead.yaml's default budget, with `workers` workers of 1 CPU each."""
+    from study.budget import Budget
+
+    return Budget(epochs=1, scale=scale, image_encoder="small_cnn", embed_dim=128, batch_size=32,
+                  max_steps_per_epoch=40, threads_per_worker=1, workers_per_trial=workers, cpus_per_worker=1.0)
+
+
+# ---------------------------------------------------------------- on the workers
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Each epoch of the project's training loop, timed between two barriers."""
+    import ray.train
+    import torch
+    import torch.distributed as dist
+
+    from study.train import open_study_data
+    from study.trial_config import TrialConfig
+    from study.trial_run import TrialRun
+
+    spec: ScalingRun = config["spec"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(spec.budget.threads_per_worker)
+    data = {spec.dataset.key: open_study_data(spec.dataset, budget=spec.budget, data_seed=0, cache_dir=spec.cache_dir)}
+    trial = TrialConfig.from_params(PARAMS, seeds=(0,), where="bench/dp_scaling.py")
+    run = TrialRun.build(trial, spec.budget, (spec.dataset,), data, cell_weights={}, data_seed=0,
+                         cache_dir=spec.cache_dir, rank=rank, world=world, device=torch.device("cpu"))
+
+    def barrier() -> None:
+        if world > 1:
+            dist.barrier()
+
+    epochs = []
+    for epoch in range(spec.epochs):
+        steps = sum(len(r.steps(run.epoch, rank, world)) for r in run.all_runs())
+        barrier()
+        began, cpu = time.time(), time.process_time()
+        run.train_epoch()
+        barrier()
+        ended, cpu = time.time(), time.process_time() - cpu
+        run.epoch += 1
+        cpus: list[Any] = [cpu]
+        if world > 1:
+            cpus = [None] * world
+            dist.all_gather_object(cpus, cpu)
+        epochs.append({"epoch": epoch + 1, "began": began, "ended": ended, "steps": steps,
+                       "samples": steps * spec.budget.batch_size, "cpu_s": cpus})
+    if rank == 0:
+        Path(spec.out).write_text(json.dumps(epochs))
+
+
+# ---------------------------------------------------------------- the arithmetic
+
+
+@dataclass(frozen=True)
+class Epoch:
+    workers: int
+    round: int
+    epoch: int
+    seconds: float
+    samples: int
+    cpu_s: tuple[float, ...]  # per rank
+    contention: float  # share of the machine other processes took during the epoch
+
+    @property
+    def rate(self) -> float:
+        return self.samples / self.seconds
+
+    @property
+    def cpu_per_1000(self) -> float:
+        """CPU seconds of all ranks per 1,000 samples: the work, whoever's core it ran on."""
+        return 1000 * sum(self.cpu_s) / self.samples
+
+    @property
+    def cores_used(self) -> float:
+        """Cores the ranks kept busy, together: 2 workers that got their two cores use about 2."""
+        return sum(self.cpu_s) / self.seconds
+
+
+def parse_epochs(text: str, *, workers: int, round: int) -> list[dict[str, Any]]:
+    """Rank 0's record: a JSON list of epochs with began, ended, samples and per-rank cpu_s."""
+    where = f"the record of {workers} worker(s), round {round}"
+    try:
+        epochs = json.loads(text)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: not JSON ({error})") from None
+    if not isinstance(epochs, list) or not epochs:
+        raise ValueError(f"{where}: expected a non-empty list of epochs, got {text[:80]!r}")
+    for entry in epochs:
+        missing = {"epoch", "began", "ended", "samples", "cpu_s"} - set(entry)
+        if missing:
+            raise ValueError(f"{where}: epoch entry {entry} lacks {sorted(missing)}")
+        if entry["ended"] <= entry["began"] or entry["samples"] <= 0:
+            raise ValueError(f"{where}, epoch {entry['epoch']}: needs ended > began and samples > 0, got {entry}")
+        if len(entry["cpu_s"]) != workers:
+            raise ValueError(f"{where}, epoch {entry['epoch']}: {len(entry['cpu_s'])} ranks' CPU times, "
+                             f"expected {workers}")
+    return epochs
+
+
+def steady(epochs: Sequence[Epoch], *, warmup: int = 1) -> list[Epoch]:
+    """The epochs after the first `warmup` of each (workers, round) run."""
+    return [e for e in epochs if e.epoch > warmup]
+
+
+def kept(epochs: Sequence[Epoch], max_contention: float) -> tuple[list[Epoch], bool]:
+    """The epochs other processes left alone (share <= max_contention); all of them, and False,
+    when none was."""
+    clean = [e for e in epochs if e.contention <= max_contention]
+    return (clean, True) if clean else (list(epochs), False)
+
+
+def scaling(rates_1: Sequence[float], rates_2: Sequence[float]) -> float:
+    """Median samples/s with 2 workers over the median with 1."""
+    return median(rates_2) / median(rates_1)
+
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value >= target else "missed"
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def prepare_data(scale: float, cache_dir: Path):
+    """Generates the dataset and decodes its images into the cache once, before any clock starts
+    (as study.run does), so the workers only map them."""
+    from study.budget import DatasetEntry
+    from study.data.image_cache import open_image_map
+    from study.train import open_study_data
+
+    entry = DatasetEntry("css")
+    data = open_study_data(entry, budget=budget_for(1, scale=scale), data_seed=0, cache_dir=str(cache_dir))
+    for split in (data.train, data.test):
+        open_image_map(split, cache_dir=cache_dir)
+    return entry, data
+
+
+def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir: Path, storage: Path) -> str:
+    """One TorchTrainer run; returns rank 0's epochs (JSON)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    name = f"dp-{workers}w-round{round}"
+    out = storage / f"{name}.json"
+    storage.mkdir(parents=True, exist_ok=True)
+    spec = ScalingRun(budget=budget_for(workers, scale=scale), dataset=entry, epochs=epochs, cache_dir=str(cache_dir),
+                      out=str(out))
+    trainer = TorchTrainer(
+        train_loop, train_loop_config={"spec": spec},
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1.0},
+                                               placement_strategy="SPREAD"),
+        run_config=ray.train.RunConfig(name=name, storage_path=str(storage)),
+    )
+    trainer.fit()
+    return out.read_text()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one warm-up (>= 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each worker count, alternating")
+    parser.add_argument("--scale", type=float, default=0.05, help="css's generated size (0.05: 28 steps an epoch)")
+    parser.add_argument("--max-contention", type=float, default=0.05,
+                        help="leave out epochs during which other processes used more of the machine")
+    parser.add_argument("--workdir", type=Path, help="keep the cache and Train's folders here (default: a "
+                                                     "temporary folder, removed afterwards)")
+    args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error(f"--epochs must be at least 2 (the first is warm-up), got {args.epochs}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be a positive integer, got {args.rounds}")
+    if not 0 < args.scale <= 1:
+        parser.error(f"--scale must be in (0, 1], got {args.scale}")
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from study.ray_session import ray_session
+
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = os.getloadavg()
+    began = time.time()
+    measured: list[Epoch] = []
+    with tempfile.TemporaryDirectory(prefix="cirstudy-dp-scaling-") as scratch:
+        work = args.workdir or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        entry, data = prepare_data(args.scale, work / "cache")
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+        try:
+            for _ in WORKER_COUNTS:
+                cluster.add_node(num_cpus=1)
+            cluster.wait_for_nodes()
+            with ray_session(cluster.address), CpuSampler(interval=1.0) as sampler:
+                for round in range(1, args.rounds + 1):
+                    for workers in WORKER_COUNTS:
+                        record = fit(workers, round, entry=entry, epochs=args.epochs, scale=args.scale,
+                                     cache_dir=work / "cache", storage=work / "train")
+                        for e in parse_epochs(record, workers=workers, round=round):
+                            epoch = Epoch(workers, round, e["epoch"], e["ended"] - e["began"], e["samples"],
+                                          tuple(e["cpu_s"]), sampler.share(e["began"], e["ended"]))
+                            measured.append(epoch)
+                            print(f"  {workers} worker(s), round {round}, epoch {epoch.epoch}: {epoch.rate:6.1f} "
+                                  f"samples/s ({epoch.seconds:5.2f} s), ranks used "
+                                  f"{', '.join(f'{c / epoch.seconds:.2f}' for c in epoch.cpu_s)} cores, others "
+                                  f"{epoch.contention:.0%} of the machine", file=sys.stderr, flush=True)
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+    load_after = os.getloadavg()
+
+    runs = {w: kept(steady([e for e in measured if e.workers == w]), args.max_contention) for w in WORKER_COUNTS}
+    rates = {w: [e.rate for e in runs[w][0]] for w in WORKER_COUNTS}
+    figure = scaling(rates[1], rates[2])
+    contended = [w for w in WORKER_COUNTS if not runs[w][1]]
+    worst = max(e.contention for w in WORKER_COUNTS for e in runs[w][0])
+
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"data-parallel scaling (issue 12): tirg + none (K 8) on css at scale {args.scale} "
+          f"({len(data.train.queries)} training queries), small_cnn, global batch 32, 1 thread per worker; "
+          f"{args.rounds} round(s) of 1 and 2 workers, {args.epochs} epochs each, epoch 1 warm-up")
+    print(f"machine: {os.cpu_count()} cores; {date}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
+          f"after; {time.time() - began:.0f} s in all; cluster: head 0 CPUs + 2 nodes x 1 CPU")
+    print()
+    for w in WORKER_COUNTS:
+        epochs, clean = runs[w]
+        print(f"{w} worker(s): median {median(rates[w]):6.1f} samples/s over {len(epochs)} steady epoch(s) "
+              f"({', '.join(f'{r:.1f}' for r in rates[w])}); others took at most "
+              f"{max(e.contention for e in epochs):.0%} of the machine in them"
+              + ("" if clean else f" (no epoch under {args.max_contention:.0%}: all kept)"))
+    one, two = runs[1][0], runs[2][0]
+    print(f"where it goes: CPU seconds per 1,000 samples, all ranks: 1 worker "
+          f"{median(e.cpu_per_1000 for e in one):.1f}, 2 workers {median(e.cpu_per_1000 for e in two):.1f} (the "
+          f"work data parallelism adds); cores the ranks kept busy: {median(e.cores_used for e in one):.2f} and "
+          f"{median(e.cores_used for e in two):.2f} (below 1 and 2: waiting, for a core or for each other)")
+    print()
+    print(f"{'figure':48s} {'measured':>9s} {'target':>8s}")
+    print(f"{'samples/s, 2 workers on 2 nodes / 1 worker':48s} {figure:9.2f} {'>= ' + str(TARGET):>8s}  "
+          f"{verdict(figure, TARGET)}")
+    if contended:
+        print(f"WARNING: contended: other processes took up to {worst:.0%} of the machine during the kept epochs "
+              f"({' and '.join(f'{w} worker(s)' for w in contended)} had no epoch under {args.max_contention:.0%}); "
+              "2 workers need both cores, so the figure is low by about that much")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
