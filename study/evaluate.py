@@ -3,12 +3,17 @@
     python -m study.evaluate studies/ga_vs_dim/train/train-<trial>/checkpoint_<time> --dataset css --out /tmp/eval
     python -m study.evaluate CHECKPOINT --dataset fashioniq --root /data/fiq --option category=dress \
         --image-size 224 --cache-dir /nvme/cirstudy --out /tmp/eval
+    python -m study.evaluate CHECKPOINT --dataset cirr --root /data/CIRR --option split=test1 --out /tmp/cirr
 
 writes `recalls.json` (Recall@K and the breakdowns, plus the dataset's image manifest where it has
 one), `queries.parquet` (a row per query: id, source, text, target, kind, rank of the first hit,
 top-10 gallery ids), `gallery.parquet` (gallery id -> image path, label) and the embeddings
 `query_embeddings.npy` / `gallery_embeddings.npy`, and `retrievals.png` (queries with their top-5).
-Images are read from the node's image map (study/data/image_cache.py), decoded on first use.
+Where queries carry an img_set (CIRR), `recalls.json` also holds Recall_subset@{1, 2, 3}
+(study/subset_recall.py). Where the targets are hidden (CIRR's test1, --option split=test1) no recall
+can be computed: it writes the two files CIRR's evaluation server takes instead,
+`recall_submission.json` and `recall_subset_submission.json` (study/cirr_server.py), beside the
+embeddings. Images are read from the node's image map (study/data/image_cache.py), decoded on first use.
 
 The generated dataset's scale and the image size default to the ones the model was trained at, read
 from the `history.json` beside `state.pt` (study/train.py setup_record); another `--scale` or
@@ -35,12 +40,15 @@ import torch
 
 from models.model import CirModel, ModelConfig
 from models.text import Vocabulary
-from study.data import DatasetError, open_dataset, open_image_map
+from study.data import DatasetError, ImageMap, Split, open_dataset, open_image_map
 from study.data.checks import parse_options
-from study.evaluation import evaluate_split
+from study.data.cirr import targets_hidden
+from study.cirr_server import write_server_files
+from study.evaluation import embed_gallery, embed_queries, evaluate_split
 from study.metrics import top_k
 from study.parquet_io import write_parquet_atomic
 from study.retrieval_grid import write_retrieval_grid
+from study.subset_recall import SUBSET_KS, has_subsets, subset_recalls
 from study.train import CHECKPOINT_FILE, HISTORY_FILE
 
 TOP = 10
@@ -177,6 +185,22 @@ def check_out(out: Path) -> None:
         raise ValueError(f"--out {out}: cannot write in {existing} (read-only or not yours); choose a folder you can write")
 
 
+def write_predictions(model: CirModel, split: Split, images: ImageMap, vocab: Vocabulary, device: torch.device,
+                      out: Path, dataset: str) -> None:
+    """A split whose targets are hidden (CIRR test1): embed it, write the server's files and the embeddings."""
+    gallery = embed_gallery(model, images, device)
+    queries = embed_queries(model, images, split.queries, vocab, device)
+    gallery_emb = torch.cat([gallery[c] for c in sorted(gallery)]).to(device)  # chunk order = gallery order
+    query_emb = torch.cat([queries[c] for c in sorted(queries)]).to(device)
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_server_files(out, split, split.queries, query_emb, gallery_emb)
+    np.save(out / "query_embeddings.npy", query_emb.cpu().numpy())
+    np.save(out / "gallery_embeddings.npy", gallery_emb.cpu().numpy())
+    print(f"{dataset} {split.name}: {len(split.queries)} queries with hidden targets, {len(split.image_paths)} gallery "
+          f"images: no recall can be computed here; wrote {', '.join(p.name for p in written)} to {out}: upload them "
+          "to CIRR's evaluation server (https://cirr.cecs.anu.edu.au/)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a Train checkpoint directory (or its state.pt)")
@@ -220,11 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if targets_hidden(split):
+        write_predictions(model, split, images, vocab, device, args.out, args.dataset)
+        return 0
     result = evaluate_split(model, split, images, split.queries, vocab, data.recall_ks, device,
                             label_parts=data.label_parts)
     sources = torch.tensor([q.source for q in split.queries], device=device)
     top = top_k(result.query_emb, result.gallery_emb, k=TOP, query_sources=sources).cpu().tolist()
 
+    subset = (subset_recalls(result.query_emb, result.gallery_emb, split.queries, split.labels, SUBSET_KS)
+              if has_subsets(split.queries) else None)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,
@@ -234,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         "breakdowns": {part: {str(k): v for k, v in r.items()} for part, r in result.breakdowns.items()},
         "manifest": asdict(data.manifest) if data.manifest is not None else None,
     }
+    if subset is not None:  # among each query's img_set (CIRR)
+        summary["recall_subset"] = {str(k): v for k, v in subset.items()}
     tmp = args.out / ".recalls.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, args.out / "recalls.json")
@@ -256,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.dataset} {args.split}: {len(split.queries)} queries, {len(split.image_paths)} gallery images: {recalls}")
     for part, r in result.breakdowns.items():
         print(f"  {part:16s} " + "  ".join(f"R@{k} {v:.4f}" for k, v in r.items()))
+    if subset is not None:
+        print(f"  {'recall_subset':16s} " + "  ".join(f"R@{k} {v:.4f}" for k, v in subset.items()))
     print(f"written to {args.out}")
     return 0
 

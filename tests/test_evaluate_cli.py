@@ -217,3 +217,89 @@ def test_a_checkpoint_that_does_not_record_its_scale_is_evaluated_with_a_warning
     err = capsys.readouterr().err
     assert f"warning: the scale the model was trained at is unknown ({checkpoint / HISTORY_FILE} has no setup/scale)" in err
     assert (asked["scale"], asked["image_size"]) == (0.05, 64)
+
+
+CIRR_SCALE = 0.002  # four img_sets of six per val / test1 split
+
+
+@pytest.fixture(scope="module")
+def cirr_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding the generated cirr (CIRR's layout) at CIRR_SCALE."""
+    cache = tmp_path_factory.mktemp("cirr-cache")
+    open_dataset("cirr", scale=CIRR_SCALE, cache_dir=cache)
+    return cache
+
+
+def cirr_checkpoint(directory: Path, cache: Path) -> Path:
+    data = open_dataset("cirr", scale=CIRR_SCALE, cache_dir=cache)
+    torch.manual_seed(0)
+    vocab = Vocabulary.build([q.text for q in data.train.queries])
+    config = ModelConfig(composer="tirg", embed_dim=16, vocab_size=len(vocab))
+    state = {"model": CirModel(config).state_dict(), "vocab": vocab.to_list(), "model_config": asdict(config)}
+    directory.mkdir(parents=True)
+    torch.save({"epoch": 1, "runs": {"cirr@seed0": state}}, directory / CHECKPOINT_FILE)
+    (directory / HISTORY_FILE).write_text(json.dumps([{"epoch": 1, "setup/scale": CIRR_SCALE, "setup/image_size/cirr": 64}]))
+    return directory
+
+
+def cirr_files(cache: Path, split: str) -> tuple[list[dict], dict[str, str]]:
+    folder = next(p for p in cache.glob("cirr-v1-*") if p.is_dir())
+    return (json.loads((folder / "captions" / f"cap.rc2.{split}.json").read_text()),
+            json.loads((folder / "image_splits" / f"split.rc2.{split}.json").read_text()))
+
+
+def cosine_order(query: np.ndarray, gallery: np.ndarray, names: list[str], pool: list[str]) -> list[str]:
+    """`pool` sorted by cosine with `query`, best first (ties: gallery order)."""
+    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    sims = g @ (query / np.linalg.norm(query))
+    return sorted(pool, key=lambda n: (-sims[names.index(n)], names.index(n)))
+
+
+def test_cirr_test1_writes_the_two_server_files_in_the_official_structure(
+        tmp_path: Path, cirr_cache: Path, capsys: pytest.CaptureFixture) -> None:
+    checkpoint = cirr_checkpoint(tmp_path / "checkpoint", cirr_cache)
+    out = tmp_path / "submission"
+    assert main([str(checkpoint), "--dataset", "cirr", "--option", "split=test1", "--cache-dir", str(cirr_cache),
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert "hidden targets" in said and "recall_submission.json, recall_subset_submission.json" in said
+    assert not (out / "recalls.json").exists()  # no recall can be computed without targets
+    entries, split_file = cirr_files(cirr_cache, "test1")
+    names = list(split_file)
+    q_emb, g_emb = np.load(out / "query_embeddings.npy"), np.load(out / "gallery_embeddings.npy")
+    assert q_emb.shape[0] == len(entries) and g_emb.shape[0] == len(names)
+    for file, metric, top in (("recall_submission.json", "recall", 50), ("recall_subset_submission.json", "recall_subset", 3)):
+        content = json.loads((out / file).read_text())
+        # CIRR's Test-split_server.md: {"version": "rc2", "metric": ..., "<pairid>": [image names, best first]}
+        assert (content.pop("version"), content.pop("metric")) == ("rc2", metric)
+        assert sorted(content) == sorted(str(e["pairid"]) for e in entries)
+        for i, entry in enumerate(entries):
+            predicted = content[str(entry["pairid"])]
+            pool = [n for n in (entry["img_set"]["members"] if metric == "recall_subset" else names) if n != entry["reference"]]
+            assert len(predicted) == min(top, len(pool)) and len(set(predicted)) == len(predicted) and set(predicted) <= set(pool)
+            expected = cosine_order(q_emb[i], g_emb, names, pool)[:top]
+            assert predicted == expected or np.allclose(  # the model's ranking, up to exact ties
+                [float(np.dot(q_emb[i], g_emb[names.index(n)])) for n in predicted],
+                [float(np.dot(q_emb[i], g_emb[names.index(n)])) for n in expected])
+
+
+def test_cirr_val_reports_recall_and_recall_subset_that_the_files_reproduce(
+        tmp_path: Path, cirr_cache: Path, capsys: pytest.CaptureFixture) -> None:
+    checkpoint = cirr_checkpoint(tmp_path / "checkpoint", cirr_cache)
+    out = tmp_path / "eval"
+    assert main([str(checkpoint), "--dataset", "cirr", "--cache-dir", str(cirr_cache), "--out", str(out)]) == 0
+    assert "recall_subset    R@1 " in capsys.readouterr().out
+    summary = json.loads((out / "recalls.json").read_text())
+    assert list(summary["recall"]) == ["1", "5", "10", "50"] and list(summary["recall_subset"]) == ["1", "2", "3"]
+    entries, split_file = cirr_files(cirr_cache, "val")
+    names = list(split_file)
+    assert list(pd.read_parquet(out / "gallery.parquet")["label"]) == names
+    q_emb, g_emb = np.load(out / "query_embeddings.npy"), np.load(out / "gallery_embeddings.npy")
+    hits = {"recall": {k: 0 for k in (1, 5, 10, 50)}, "recall_subset": {k: 0 for k in (1, 2, 3)}}
+    for i, entry in enumerate(entries):  # from the annotation files and the written embeddings alone
+        for kind, pool in (("recall", names), ("recall_subset", entry["img_set"]["members"])):
+            order = cosine_order(q_emb[i], g_emb, names, [n for n in pool if n != entry["reference"]])
+            for k in hits[kind]:
+                hits[kind][k] += entry["target_hard"] in order[:k]
+    for kind, counts in hits.items():
+        assert summary[kind] == {str(k): n / len(entries) for k, n in counts.items()}
