@@ -4,7 +4,9 @@ Follows MIT-States (Isola, Lim and Adelson, "Discovering States and Transformati
 Collections", CVPR 2015) as TIRG (Vo et al., CVPR 2019, arXiv 1812.07119) uses it: one object per
 image, labelled "adj noun"; the query text is the target adjective alone; test nouns are disjoint
 from training nouns. Nouns are states_shapes.NOUNS (TEST_NOUNS held out), adjectives
-states_render.ADJECTIVES; each noun takes ADJECTIVES_PER_NOUN of them, drawn from the seed.
+states_render.ADJECTIVES; each noun takes ADJECTIVES_PER_NOUN of them, drawn from the seed. The
+loader's option `split: compositions` reads the same folder as Misra et al.'s composition split
+instead (held-out adjective-noun pairs, not nouns; study/data/mitstates.py).
 
 Writes MIT-States' layout plus two sidecar files that the "mitstates" loader reads when present:
     <out>/images/<adj noun>/<id>.png   64 x 64 renders
