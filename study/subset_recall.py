@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from study.data.cirr import SUBSET_KS
 from study.data.types import Query
 from study.metrics import recall_from_ranks
 
 __all__ = ["SUBSET_KS", "has_subsets", "subset_ranks", "subset_recalls", "subset_top"]
-
-SUBSET_KS = (1, 2, 3)
 
 
 def has_subsets(queries: Sequence[Query]) -> bool:
