@@ -27,6 +27,7 @@ What the towers give (ImageFeatures, models/encoders.py):
 """
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -169,14 +170,18 @@ def load_clip_weights(model: nn.Module, weights: str, *, name: str, config_name:
         raise FileNotFoundError(f"{name} weights file {str(path)!r} does not exist; {fix}")
     try:
         if _is_torchscript(path):
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
-            for key in ("input_resolution", "context_length", "vocab_size"):  # TorchScript-only entries
+            with warnings.catch_warnings():  # "TorchScript is deprecated": nothing a user of OpenAI's file can act on
+                warnings.simplefilter("ignore", FutureWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            # entries a TorchScript archive keeps that are no weights of the model
+            transient = {n for n, _ in model.named_buffers()} - set(model.state_dict())  # e.g. attn_mask
+            for key in ("input_resolution", "context_length", "vocab_size", *transient):
                 state.pop(key, None)
             model.load_state_dict(state, strict=True)
         else:
             open_clip.load_checkpoint(model, str(path), strict=True)
     except Exception as error:  # noqa: BLE001 - pickle, zip, safetensors and load_state_dict errors alike
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        reason = " ".join(line.strip() for line in str(error).strip().splitlines()[:2])[:300]
         raise ValueError(f"{name} weights file {str(path)!r} does not hold weights of open_clip's {config_name} "
                          f"({type(error).__name__}: {reason}); {fix}") from None
 
