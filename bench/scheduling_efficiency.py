@@ -120,6 +120,26 @@ class TuneTime:
     epochs: int
 
 
+_TRIAL_DIR = re.compile(r"^run_trial_(?P<trial>[^_]+)_.*_(?P<date>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})$")
+_DATA_READY = re.compile(r"^\s+\S+: \d+ train / \d+ test images")  # study.run's line per prepared dataset
+
+
+def read_created(study_dir: Path) -> dict[str, float]:
+    """When Tune created each trial (time.time(), whole seconds): the date at the end of its
+    folder's name, which Tune writes in local time as it creates the trial."""
+    created = {}
+    for path in study_dir.glob("run_trial_*"):
+        if match := _TRIAL_DIR.match(path.name):
+            created[match["trial"]] = datetime.strptime(match["date"], "%Y-%m-%d_%H-%M-%S").timestamp()
+    return created
+
+
+def data_ready(lines: Iterable[tuple[float, str]]) -> float | None:
+    """When study.run had prepared its last dataset (the arrival of its last summary line)."""
+    stamps = [stamp for stamp, line in lines if _DATA_READY.match(line)]
+    return stamps[-1] if stamps else None
+
+
 def read_tune_times(study_dir: Path) -> dict[str, TuneTime]:
     """The last line of each trial's result.json (Tune writes one line per reported epoch)."""
     times = {}
@@ -179,13 +199,13 @@ def idle_slots(spans: Sequence[tuple[float, float]], begin: float, end: float, c
     return IdleSlots(parts["start"], parts["between"], parts["end"])
 
 
-def launch_gaps(spans: Sequence[tuple[float, float]], concurrency: int) -> list[float]:
-    """Seconds each slot stood empty between a trial's end and the next trial's start. With at most
-    `concurrency` trials at once, the i-th trial to start (0-based, i >= concurrency) waited for the
-    (i - concurrency)-th trial to end."""
-    starts = sorted(s for s, _ in spans)
+def launches(spans: Sequence[tuple[float, float]], concurrency: int) -> list[tuple[int, float]]:
+    """Each trial that had to wait for a slot: (its index in `spans`, when that slot was freed).
+    With at most `concurrency` trials at once, the i-th trial to start (0-based, i >= concurrency)
+    waited for the (i - concurrency)-th trial to end."""
+    order = sorted(range(len(spans)), key=lambda i: spans[i][0])
     ends = sorted(e for _, e in spans)
-    return [s - e for s, e in zip(starts[concurrency:], ends)]
+    return list(zip(order[concurrency:], ends))
 
 
 def verdict(value: float, target: float) -> str:
@@ -195,18 +215,111 @@ def verdict(value: float, target: float) -> str:
 # ---------------------------------------------------------------- running the study
 
 
+@dataclass(frozen=True)
+class StudyRun:
+    """One run of study.run and what it left, in this bench's clock."""
+
+    command: list[str]
+    began: float
+    ended: float
+    lines: list[tuple[float, str]]  # stderr, stamped on arrival
+    spans: dict[str, TrialSpan]
+    tune: dict[str, TuneTime]
+    created: dict[str, float]
+    contention: float  # share of the machine other processes used meanwhile
+
+
 def run_study(command: list[str], log: Path) -> tuple[list[tuple[float, str]], float, float, int]:
     """Runs study.run; returns its stderr lines stamped on arrival, its start and end (time.time())
-    and its exit code. stdout (the ranking) goes to `log`.stdout, stderr also to `log`."""
+    and its exit code. stderr is also written to `log`, stdout (the ranking) beside it."""
     lines: list[tuple[float, str]] = []
     began = time.time()
-    with open(log, "w") as err, open(log.with_suffix(".stdout"), "w") as out:
+    with open(log, "w", buffering=1) as err, open(log.with_suffix(".stdout"), "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True, cwd=ROOT, bufsize=1)
         for line in process.stderr:
             lines.append((time.time(), line))
             err.write(line)
         code = process.wait()
     return lines, began, time.time(), code
+
+
+def measure(work: Path, samples: int, space_name: str) -> StudyRun:
+    command = [sys.executable, "-m", "study.run", "--space", str(SPACE), "--budget", "smoke",
+               "--num-samples", str(samples), "--storage", str(work / "studies"), "--cache-dir", str(work / "cache")]
+    before = sample()
+    lines, began, ended, code = run_study(command, work / "study.log")
+    contention = others_share(before, sample())
+    if code != 0:
+        tail = "".join(line for _, line in lines[-30:])
+        raise BenchError(f"study.run exited {code}; the end of its stderr ({work / 'study.log'}):\n{tail}")
+    study_dir = work / "studies" / space_name
+    spans = parse_events(lines, log=str(work / "study.log"))
+    tune = read_tune_times(study_dir)
+    unmatched = sorted(set(spans) ^ set(tune))
+    if unmatched:
+        raise BenchError(f"trials {unmatched} are in only one of study.run's event lines and {study_dir}'s "
+                         "result.json files")
+    return StudyRun(command, began, ended, lines, spans, tune, read_created(study_dir), contention)
+
+
+def report(run: StudyRun, concurrency: int) -> None:
+    """The figure against its target, then where the slots' time went."""
+    wall = run.ended - run.began
+    spans, tune = run.spans, run.tune
+    own = [tune[t].time_total_s for t in spans]
+    worker = [tune[t].worker_s for t in spans]
+    span_s = [s.ended - s.started for s in spans.values()]
+    figure = efficiency(own, concurrency, wall)
+    print(f"{'figure':62s} {'measured':>9s} {'target':>8s}")
+    print(f"{'(sum of own wall times / concurrency) / study wall time':62s} {figure:9.3f} {'>= ' + str(TARGET):>8s}  "
+          f"{verdict(figure, TARGET)}")
+    print(f"  = ({sum(own):.1f} s / {concurrency}) / {wall:.1f} s;  own wall time = Tune's time_total_s per trial "
+          f"(function start to last report, worker start-up included)")
+    print(f"  the same with trials.parquet's wall_time_s (epochs only, no start-up): "
+          f"{efficiency(worker, concurrency, wall):.3f} ({sum(worker):.1f} s, {sum(worker) / sum(own):.0%} of Tune's)")
+    print(f"  the same with the driver's started->finished spans (tails included): "
+          f"{efficiency(span_s, concurrency, wall):.3f} ({sum(span_s):.1f} s)")
+
+    pairs = [(s.started, s.ended) for s in spans.values()]
+    idle = idle_slots(pairs, run.began, run.ended, concurrency)
+    tails = [s.ended - s.started - tune[t].time_total_s for t, s in spans.items()]
+    slot_s = concurrency * wall
+    first_start, last_end = min(s for s, _ in pairs), max(e for _, e in pairs)
+    print(f"\nwhere the {concurrency} slots x {wall:.1f} s = {slot_s:.1f} slot-s went:")
+    rows = [
+        ("configurations' own time (Tune's time_total_s)", sum(own)),
+        ("trial tails: last report -> Tune saw the function return (and actor up -> first result request)", sum(tails)),
+        (f"idle, start of study: process start -> first trial started at +{first_start - run.began:.1f} s, and "
+         "slots empty until a trial had ended", idle.start_s),
+        ("idle, between trials: a slot empty between one trial's end and the next one's start", idle.between_s),
+        (f"idle, end of study: after the last trial started; last trial ended at +{last_end - run.began:.1f} s, "
+         f"process at +{wall:.1f} s", idle.end_s),
+    ]
+    for label, seconds in rows:
+        print(f"  {seconds:7.1f} slot-s {seconds / slot_s:6.1%}  {label}")
+    rest = slot_s - sum(seconds for _, seconds in rows)
+    print(f"  {rest:7.1f} slot-s {rest / slot_s:6.1%}  unaccounted (trials overlapping in the driver's clock)")
+
+    ready = data_ready(run.lines)
+    first_created = min(run.created.values(), default=None)
+    print("start of study: " + ", ".join(
+        f"{label} at +{stamp - run.began:.1f} s" for label, stamp in (
+            ("datasets prepared", ready), ("Tune created the first trial", first_created),
+            ("the first trial's actor was up", first_start)) if stamp is not None))
+    ids = list(spans)
+    waited = [(ids[i], freed) for i, freed in launches(pairs, concurrency)]
+    if waited:
+        gaps = [spans[t].started - freed for t, freed in waited]
+        print(f"a slot stood empty between a trial's end and the next start: median {median(gaps):.1f} s, max "
+              f"{max(gaps):.1f} s, over {len(gaps)} starts ({', '.join(f'{g:.1f}' for g in gaps)})")
+        if all(t in run.created for t, _ in waited):
+            made = [run.created[t] - freed for t, freed in waited]
+            up = [spans[t].started - run.created[t] for t, _ in waited]
+            print(f"  of which: Tune created the next trial {median(made):+.1f} s after the end (median; its folder "
+                  f"name has whole seconds), and its actor (a new process: imports, the trainable's setup) was up "
+                  f"{median(up):.1f} s after that (median, max {max(up):.1f} s)")
+    print(f"trial tails (last report -> function returned): median {median(tails):.1f} s, max {max(tails):.1f} s")
+    print(f"per configuration, own time (Tune) / worker's epochs: median {median(own):.1f} / {median(worker):.1f} s")
 
 
 def main() -> int:
@@ -225,87 +338,30 @@ def main() -> int:
 
     space = load_space(SPACE)
     budget = space.budgets["smoke"]
-    concurrency = budget.max_concurrent
     samples = args.num_samples or budget.num_samples
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="cirstudy-scheduling-") as scratch:
         work = args.workdir or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "study.run", "--space", str(SPACE), "--budget", "smoke",
-                   "--num-samples", str(samples), "--storage", str(work / "studies"), "--cache-dir", str(work / "cache")]
-        cpu_before = sample()
-        lines, began, ended, code = run_study(command, work / "study.log")
-        contention = others_share(cpu_before, sample())
-        if code != 0:
-            tail = "".join(line for _, line in lines[-30:])
-            print(f"error: study.run exited {code}; the end of its stderr:\n{tail}", file=sys.stderr)
-            return 1
-        study_dir = work / "studies" / space.name
         try:
-            spans = parse_events(lines, log=str(work / "study.log"))
-            tune = read_tune_times(study_dir)
+            run = measure(work, samples, space.name)
         except BenchError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
     load_after = os.getloadavg()
-    missing = sorted(set(spans) ^ set(tune))
-    if missing:
-        print(f"error: trials {missing} are in only one of study.run's event lines and the result.json files",
-              file=sys.stderr)
-        return 1
-
-    wall = ended - began
-    own = [tune[t].time_total_s for t in spans]
-    figure = efficiency(own, concurrency, wall)
-    pairs = [(s.started, s.ended) for s in spans.values()]
-    idle = idle_slots(pairs, began, ended, concurrency)
-    tails = [s.ended - s.started - tune[t].time_total_s for t, s in spans.items()]
-    gaps = launch_gaps(pairs, concurrency)
-    slot_s = concurrency * wall
-    first_start, last_end = min(s for s, _ in pairs), max(e for _, e in pairs)
 
     print(f"command: python {' '.join(sys.argv)}")
-    print(f"study:   {' '.join(command[1:])}")
-    print(f"scheduling efficiency (issue 12): {len(spans)} configurations of {SPACE.name} (budget smoke: "
-          f"{budget.epochs} epochs, scale {budget.scale}, {len(space.seeds)} seed), {concurrency} at a time"
+    print(f"study:   {' '.join(run.command[1:])}")
+    print(f"scheduling efficiency (issue 12): {len(run.spans)} configurations of {SPACE.name} (budget smoke: "
+          f"{budget.epochs} epoch(s), scale {budget.scale}, {len(space.seeds)} seed), {budget.max_concurrent} at a time"
           + ("" if samples == budget.num_samples else f"  (--num-samples {samples}: not the issue's 16)"))
     print(f"machine: {os.cpu_count()} cores; {date}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
-          f"after; other processes used {contention:.0%} of the machine during the study"
+          f"after; other processes used {run.contention:.0%} of the machine during the study"
           + (f"  WARNING: contended (limit {args.max_contention:.0%}), trials and gaps are stretched"
-             if contention > args.max_contention else ""))
+             if run.contention > args.max_contention else ""))
     print()
-    print(f"{'figure':62s} {'measured':>9s} {'target':>8s}")
-    print(f"{'(sum of own wall times / concurrency) / study wall time':62s} {figure:9.3f} {'>= ' + str(TARGET):>8s}  "
-          f"{verdict(figure, TARGET)}")
-    print(f"  = ({sum(own):.1f} s / {concurrency}) / {wall:.1f} s;  own wall time = Tune's time_total_s per trial "
-          f"(function start to last report, worker start-up included)")
-    worker = [tune[t].worker_s for t in spans]
-    span_s = [s.ended - s.started for s in spans.values()]
-    print(f"  the same with trials.parquet's wall_time_s (epochs only, no start-up): "
-          f"{efficiency(worker, concurrency, wall):.3f} ({sum(worker):.1f} s, {sum(worker) / sum(own):.0%} of Tune's)")
-    print(f"  the same with the driver's started->finished spans (tails included): "
-          f"{efficiency(span_s, concurrency, wall):.3f} ({sum(span_s):.1f} s)")
-    print()
-    print(f"where the {concurrency} slots x {wall:.1f} s = {slot_s:.1f} slot-s went:")
-    rows = [
-        ("configurations' own time (Tune's time_total_s)", sum(own)),
-        ("trial tails: last report -> Tune saw the function return (and actor up -> first result request)", sum(tails)),
-        (f"idle, start of study: process start -> first trial started at +{first_start - began:.1f} s, and "
-         "slots empty until a trial had ended", idle.start_s),
-        ("idle, between trials: a slot empty between one trial's end and the next one's start", idle.between_s),
-        (f"idle, end of study: after the last trial started; last trial ended at +{last_end - began:.1f} s, "
-         f"process at +{wall:.1f} s", idle.end_s),
-    ]
-    for label, seconds in rows:
-        print(f"  {seconds:7.1f} slot-s {seconds / slot_s:6.1%}  {label}")
-    rest = slot_s - sum(seconds for _, seconds in rows)
-    print(f"  {rest:7.1f} slot-s {rest / slot_s:6.1%}  unaccounted (trials overlapping in the driver's clock)")
-    if gaps:
-        print(f"a slot stood empty between a trial's end and the next start: median {median(gaps):.1f} s, "
-              f"max {max(gaps):.1f} s, over {len(gaps)} starts ({', '.join(f'{g:.1f}' for g in gaps)})")
-    print(f"trial tails (last report -> function returned): median {median(tails):.1f} s, max {max(tails):.1f} s")
-    print(f"per configuration, own time (Tune) / worker's epochs: median {median(own):.1f} / {median(worker):.1f} s")
+    report(run, budget.max_concurrent)
     return 0
 
 

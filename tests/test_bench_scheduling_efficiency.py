@@ -7,6 +7,7 @@ import importlib.util
 import json
 import random
 import sys
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -156,10 +157,52 @@ def test_idle_slots_without_trials_is_all_start() -> None:
     assert bench.idle_slots([], 0.0, 10.0, 2) == bench.IdleSlots(20.0, 0.0, 0.0)
 
 
-def test_launch_gaps_by_hand() -> None:
-    # ccc, the third to start, took the slot aaa left at 42: it waited 50 - 42 = 8 s
-    assert bench.launch_gaps(SPANS, 2) == [8.0]
-    more = [(0.0, 10.0), (0.0, 12.0), (13.0, 20.0), (15.0, 30.0), (21.0, 25.0)]
-    # ends sorted 10, 12, 20, 25, 30; the 3rd..5th starts 13, 15, 21 waited for the 1st..3rd ends
-    assert bench.launch_gaps(more, 2) == [3.0, 3.0, 1.0]
-    assert bench.launch_gaps(more[:2], 2) == []
+def test_launches_by_hand() -> None:
+    # ccc (index 2), the third to start, took the slot aaa left at 42
+    assert bench.launches(SPANS, 2) == [(2, 42.0)]
+    more = [(0.0, 10.0), (0.0, 12.0), (21.0, 25.0), (13.0, 20.0), (15.0, 30.0)]
+    # ends sorted 10, 12, 20, 25, 30; the 3rd..5th to start (13: index 3, 15: index 4, 21: index 2)
+    # took the slots freed at 10, 12 and 20
+    assert bench.launches(more, 2) == [(3, 10.0), (4, 12.0), (2, 20.0)]
+    assert bench.launches(more[:2], 2) == []
+
+
+def test_read_created_from_tunes_folder_names(tmp_path: Path) -> None:
+    (tmp_path / "run_trial_3c9d29cd_4_K=8,config=c0003,role=searched,until=1,composer=concat_2026-12-02_02-39-07").mkdir()
+    (tmp_path / "run_trial_1bc085e1_3_K=8,composer=image_only_2026-12-02_02-39-05").mkdir()
+    (tmp_path / "run_trial_no_date").mkdir()
+    created = bench.read_created(tmp_path)
+    assert set(created) == {"3c9d29cd", "1bc085e1"}
+    assert created["3c9d29cd"] - created["1bc085e1"] == 2.0
+    local = datetime(2026, 12, 2, 2, 39, 7).timestamp()  # Tune names folders in local time
+    assert created["3c9d29cd"] == local
+
+
+def test_data_ready_is_the_last_datasets_summary_line() -> None:
+    lines = [(1.0, "preparing dataset css (scale 0.01) ...\n"),
+             (5.0, "  css: 190 train / 191 test images at 64 px, 180 / 181 queries (4.3s)\n"),
+             (9.0, "  states: 90 train / 91 test images at 64 px, 80 / 81 queries (4.0s)\n"),
+             (10.0, PREFIX + "config c0000 (trial aaa) started\n")]
+    assert bench.data_ready(lines) == 9.0
+    assert bench.data_ready(lines[:1]) is None
+
+
+def test_report_prints_the_figure_and_accounts_for_every_slot_second(capsys) -> None:
+    spans = bench.parse_events(LINES)
+    tune = {"aaa": bench.TuneTime("aaa", "c0000", 30.0, 3.0, 1), "bbb": bench.TuneTime("bbb", "c0001", 33.0, 3.0, 1),
+            "ccc": bench.TuneTime("ccc", "c0002", 18.0, 0.0, 0)}
+    created = {"aaa": 8.0, "bbb": 8.0, "ccc": 43.0}
+    run = bench.StudyRun(command=["python"], began=0.0, ended=80.0, lines=LINES, spans=spans, tune=tune,
+                         created=created, contention=0.0)
+    bench.report(run, 2)
+    out = capsys.readouterr().out
+    # (30 + 33 + 18) / 2 / 80 = 0.50625
+    figure = next(line for line in out.splitlines() if line.startswith("(sum of own wall times"))
+    assert figure.split()[-4:] == ["0.506", ">=", "0.85", "missed"]
+    # own 81; tails (32 - 30) + (35 - 33) + (20 - 18) = 6; idle 21, 12, 40 (test_idle_slots_by_hand); nothing left
+    values = [float(line.split()[0]) for line in out.splitlines() if line.split()[1:2] == ["slot-s"]]
+    assert values == [81.0, 6.0, 21.0, 12.0, 40.0, 0.0]
+    # ccc waited 50 - 42 = 8 s: created 1 s after aaa's end, its actor up 7 s later
+    assert "median 8.0 s, max 8.0 s, over 1 starts (8.0)" in out
+    assert "created the next trial +1.0 s after the end" in out and "was up 7.0 s after that" in out
+    assert "datasets prepared" not in out  # LINES has no dataset summary line
