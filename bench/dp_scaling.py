@@ -223,7 +223,7 @@ def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one warm-up (>= 2)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run, the first one warm-up (>= 2)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each worker count, alternating")
     parser.add_argument("--scale", type=float, default=0.05, help="css's generated size (0.05: 28 steps an epoch)")
     parser.add_argument("--max-contention", type=float, default=0.05,

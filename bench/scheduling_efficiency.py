@@ -243,8 +243,9 @@ def run_study(command: list[str], log: Path) -> tuple[list[tuple[float, str]], f
     return lines, began, time.time(), code
 
 
-def measure(work: Path, samples: int, space_name: str) -> StudyRun:
-    command = [sys.executable, "-m", "study.run", "--space", str(SPACE), "--budget", "smoke",
+def measure(work: Path, samples: int, space_name: str, *, runner: Sequence[str] = ("-m", "study.run")) -> StudyRun:
+    """Runs the study (`runner`: how Python is told to run study.run) and reads what it left."""
+    command = [sys.executable, *runner, "--space", str(SPACE), "--budget", "smoke",
                "--num-samples", str(samples), "--storage", str(work / "studies"), "--cache-dir", str(work / "cache")]
     before = sample()
     lines, began, ended, code = run_study(command, work / "study.log")
