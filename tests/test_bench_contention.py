@@ -52,8 +52,10 @@ def test_own_tree_counts_a_live_child_and_a_waited_one() -> None:
     child = subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     child_cpu = float(child.stdout.readline())  # its work is done; it is alive, waiting for stdin
     assert child_cpu > 0.05
+    # the kernel's per-process counters are in clock ticks and split user/system by sampling, so
+    # they differ from the child's own clock_gettime by a tick or two: 80% says it was counted
     alive = own_tree_cpu_s()
-    assert alive - before >= child_cpu  # psutil: the live descendant's own CPU
+    assert alive - before >= 0.8 * child_cpu  # psutil: the live descendant's own CPU
     child.communicate("")
     waited = own_tree_cpu_s()
-    assert waited - before >= child_cpu  # RUSAGE_CHILDREN, once waited for
+    assert waited - before >= 0.8 * child_cpu  # RUSAGE_CHILDREN, once waited for
