@@ -2,8 +2,9 @@
 workers on 2 local nodes of 1 CPU each, against 1 worker, with the same global batch and the same
 data, in the steady state. Target >= 1.6x.
 
-    python bench/dp_scaling.py                                          # about 5 minutes on 2 cores
-    python bench/dp_scaling.py --rounds 1 --epochs 2 --scale 0.01       # a quick look (noisier)
+    python bench/dp_scaling.py                                   # 3-6 minutes on 2 cores (busy: 6)
+    python bench/dp_scaling.py --rounds 2 --epochs 3             # alternate twice (about 9 minutes when busy)
+    python bench/dp_scaling.py --epochs 2 --scale 0.01           # a quick look (noisier)
 
 The configuration is bench/trial_overhead.py's: tirg + none (K 8) on css at scale 0.05, small_cnn,
 embed 128, global batch 32 (16 per worker with 2), one intra-op thread per worker, seed 0.
@@ -18,8 +19,15 @@ epoch, without evaluation or checkpoints. Every rank waits at a barrier before a
 and rank 0 records the epoch's wall-clock window and every rank's CPU seconds. Epoch 1 is warm-up
 (thread pools; the first optimiser step imports torch._dynamo) and is left out; the later epochs
 are the steady state. samples/s = steps x global batch / an epoch's seconds; the figure is the median
-over the steady epochs of 2 workers over that of 1 worker. Rounds alternate 1 and 2 workers, so a
-drift of the machine's speed hits both.
+over the steady epochs of 2 workers over that of 1 worker. With --rounds > 1 the runs alternate 1
+and 2 workers, so a drift of the machine's speed hits both.
+
+Where the difference goes: every rank's CPU seconds per sample. If data parallelism added no work,
+2 workers that each had a core would reach 2x; `2 x (CPU per sample, 1 worker) / (CPU per sample,
+2 workers)` is the most they can reach here, printed as a bound beside the figure. Without Ray, in
+this process, the same training loop at a batch of 32 and of 16 (one rank's share of 2) on the
+same number of samples splits the added work into the smaller per-rank batch and the rest
+(gathering the targets, the gradient all-reduce, waiting for the other rank).
 
 The machine may be shared: a thread here samples the machine's busy CPU time and this bench's own
 (every process of the cluster is its descendant) every second, and each epoch gets the share of
@@ -180,11 +188,40 @@ def scaling(rates_1: Sequence[float], rates_2: Sequence[float]) -> float:
     return median(rates_2) / median(rates_1)
 
 
+def cpu_bound(cpu_1: float, cpu_2: float, workers: int = 2) -> float:
+    """The most `workers` workers can reach over 1, each rank with a whole core and never waiting,
+    when a sample costs cpu_1 CPU seconds with 1 worker and cpu_2 with `workers` (all ranks')."""
+    return workers * cpu_1 / cpu_2
+
+
 def verdict(value: float, target: float) -> str:
     return "met" if value >= target else "missed"
 
 
 # ---------------------------------------------------------------- the driver
+
+
+def batch_cost(data, *, scale: float, cache_dir: Path, samples: int = 448) -> dict[int, float]:
+    """CPU seconds per 1,000 samples of the training loop in this process (1 thread, no Ray, no
+    collectives) at the per-rank batch of 1 worker (32) and of 2 workers (16), each over `samples`
+    samples after a warm-up epoch."""
+    from dataclasses import replace
+
+    import torch
+
+    from study.worker import seed_run
+
+    torch.set_num_threads(1)
+    cost = {}
+    for batch in (32, 16):
+        budget = replace(budget_for(1, scale=scale), batch_size=batch, max_steps_per_epoch=samples // batch)
+        run = seed_run(data, PARAMS, budget, seed=0, cache_dir=str(cache_dir))
+        run.train_epoch(0, 0, 1)  # warm-up: thread pools, the first optimiser step's imports
+        steps = len(run.steps(1, 0, 1))  # fewer than samples // batch on a small dataset
+        began = time.process_time()
+        run.train_epoch(1, 0, 1)
+        cost[batch] = 1000 * (time.process_time() - began) / (steps * batch)
+    return cost
 
 
 def prepare_data(scale: float, cache_dir: Path):
@@ -223,8 +260,9 @@ def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run, the first one warm-up (>= 2)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each worker count, alternating")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one warm-up (>= 2)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of each worker count, alternating (each run costs a TorchTrainer start: about 30 s here, 90 s on a busy machine)")
     parser.add_argument("--scale", type=float, default=0.05, help="css's generated size (0.05: 28 steps an epoch)")
     parser.add_argument("--max-contention", type=float, default=0.05,
                         help="leave out epochs during which other processes used more of the machine")
@@ -251,6 +289,7 @@ def main() -> int:
         work = args.workdir or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         entry, data = prepare_data(args.scale, work / "cache")
+        cost = batch_cost(data, scale=args.scale, cache_dir=work / "cache")
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         try:
             for _ in WORKER_COUNTS:
@@ -294,10 +333,15 @@ def main() -> int:
               f"{max(e.contention for e in epochs):.0%} of the machine in them"
               + ("" if clean else f" (no epoch under {args.max_contention:.0%}: all kept)"))
     one, two = runs[1][0], runs[2][0]
-    print(f"where it goes: CPU seconds per 1,000 samples, all ranks: 1 worker "
-          f"{median(e.cpu_per_1000 for e in one):.1f}, 2 workers {median(e.cpu_per_1000 for e in two):.1f} (the "
-          f"work data parallelism adds); cores the ranks kept busy: {median(e.cores_used for e in one):.2f} and "
-          f"{median(e.cores_used for e in two):.2f} (below 1 and 2: waiting, for a core or for each other)")
+    cpu_1, cpu_2 = median(e.cpu_per_1000 for e in one), median(e.cpu_per_1000 for e in two)
+    bound = cpu_bound(cpu_1, cpu_2)
+    print(f"CPU seconds per 1,000 samples, all ranks: 1 worker {cpu_1:.1f}, 2 workers {cpu_2:.1f} "
+          f"({cpu_2 / cpu_1 - 1:+.0%}); cores the ranks kept busy: {median(e.cores_used for e in one):.2f} of 1 and "
+          f"{median(e.cores_used for e in two):.2f} of 2")
+    print(f"  the same loop in this process without Ray (1 thread): batch 32 {cost[32]:.1f}, batch 16 {cost[16]:.1f} "
+          f"({cost[16] / cost[32] - 1:+.0%}: the smaller per-rank batch); the rest of 2 workers' extra "
+          f"({cpu_2 / cost[16] - 1:+.0%} over batch 16) is the collectives and the waits")
+    print(f"  at most 2 x {cpu_1:.1f} / {cpu_2:.1f} = {bound:.2f}x with a whole core per rank and no waiting")
     print()
     print(f"{'figure':48s} {'measured':>9s} {'target':>8s}")
     print(f"{'samples/s, 2 workers on 2 nodes / 1 worker':48s} {figure:9.2f} {'>= ' + str(TARGET):>8s}  "

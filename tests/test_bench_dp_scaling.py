@@ -71,6 +71,13 @@ def test_scaling_by_hand() -> None:
     assert bench.verdict(1.6, 1.6) == "met" and bench.verdict(1.59, 1.6) == "missed"
 
 
+def test_cpu_bound_by_hand() -> None:
+    # 13.2 CPU-s per 1,000 samples alone, 16.5 with 2 workers: 2 cores do 2000 / 16.5 samples per s
+    # where 1 core did 1000 / 13.2
+    assert bench.cpu_bound(13.2, 16.5) == pytest.approx(1.6)
+    assert bench.cpu_bound(10.0, 10.0) == 2.0  # no added work: perfect scaling
+
+
 def test_budget_keeps_the_global_batch_at_every_worker_count() -> None:
     one, two = bench.budget_for(1, scale=0.05), bench.budget_for(2, scale=0.05)
     assert (one.batch_size, two.batch_size) == (32, 32)
