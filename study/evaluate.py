@@ -48,7 +48,6 @@ from study.evaluation import embed_gallery, embed_queries, evaluate_split
 from study.metrics import top_k
 from study.parquet_io import write_parquet_atomic
 from study.retrieval_grid import write_retrieval_grid
-from study.subset_recall import SUBSET_KS, has_subsets, subset_recalls
 from study.train import CHECKPOINT_FILE, HISTORY_FILE
 
 TOP = 10
@@ -252,15 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     sources = torch.tensor([q.source for q in split.queries], device=device)
     top = top_k(result.query_emb, result.gallery_emb, k=TOP, query_sources=sources).cpu().tolist()
 
-    subset = (subset_recalls(result.query_emb, result.gallery_emb, split.queries, split.labels, SUBSET_KS)
-              if has_subsets(split.queries) else None)
+    breakdowns = dict(result.breakdowns)
+    subset = breakdowns.pop("subset", None)  # Recall_subset@{1, 2, 3} among each query's img_set (CIRR)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
         "checkpoint": str(args.checkpoint), "dataset": args.dataset, "split": args.split,
         "scale": scale if args.root is None else None, "image_size": split.image_size,
         "queries": len(split.queries), "gallery": len(split.image_paths),
         "recall": {str(k): v for k, v in result.recalls.items()},
-        "breakdowns": {part: {str(k): v for k, v in r.items()} for part, r in result.breakdowns.items()},
+        "breakdowns": {part: {str(k): v for k, v in r.items()} for part, r in breakdowns.items()},
         "manifest": asdict(data.manifest) if data.manifest is not None else None,
     }
     if subset is not None:  # among each query's img_set (CIRR)
@@ -285,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     np.save(args.out / "gallery_embeddings.npy", result.gallery_emb.cpu().numpy())
     recalls = "  ".join(f"R@{k} {v:.4f}" for k, v in result.recalls.items())
     print(f"{args.dataset} {args.split}: {len(split.queries)} queries, {len(split.image_paths)} gallery images: {recalls}")
-    for part, r in result.breakdowns.items():
+    for part, r in breakdowns.items():
         print(f"  {part:16s} " + "  ".join(f"R@{k} {v:.4f}" for k, v in r.items()))
     if subset is not None:
         print(f"  {'recall_subset':16s} " + "  ".join(f"R@{k} {v:.4f}" for k, v in subset.items()))

@@ -125,7 +125,7 @@ def test_mitstates_without_images_folder(tmp_path: Path) -> None:
 
 
 def test_open_dataset_names(tmp_path: Path, states_root: Path) -> None:
-    assert known_datasets() == ["css", "fashion", "fashion200k", "fashioniq", "mitstates", "shoes", "states"]
+    assert known_datasets() == ["cirr", "css", "fashion", "fashion200k", "fashioniq", "mitstates", "shoes", "states"]
     with pytest.raises(DatasetError, match=r"unknown dataset 'nope'.*css.*mitstates.*states"):
         open_dataset("nope")
     with pytest.raises(DatasetError, match="pass root="):
