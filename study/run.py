@@ -226,6 +226,24 @@ def _tune(space, budget, args, study_dir: Path, cell_weights, tables: TableWrite
 
 
 def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter):
+    from study.trainable import StudySettings, trainable
+
+    settings = StudySettings(
+        seeds=space.seeds, budget=budget, datasets=space.datasets, cell_weights=cell_weights,
+        data_seed=space.data_seed, cache_dir=args.cache_dir, train_storage=str(study_dir / "train"),
+        allow_missing_images=args.allow_missing_images,
+    )
+    return fit_study(trainable(settings), settings, space, budget, study_dir=study_dir, tables=tables,
+                     scheduler=args.scheduler, resume=args.resume)
+
+
+def fit_study(trainable, settings, space: SearchSpace, budget, *, study_dir: Path, tables: TableWriter,
+              scheduler: str, resume: bool = False, callbacks: tuple = (), reuse_actors: bool = False):
+    """Tune around `trainable` with the study's search, scheduler and callbacks (Tune's JSON and CSV
+    loggers, TensorBoard, the tables, progress, stop signal, trial records, then `callbacks`); on an
+    initialised Ray. `study.run` passes the real trainable with Tune's default of a new process per
+    trial; bench/driver_cost.py a no-op one with `reuse_actors`, to measure what the driver adds per
+    trial without a process start per trial in the way."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -234,32 +252,27 @@ def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter
     from study.table_writer import TablesCallback
     from study.search import build_search
     from study.tensorboard import TensorBoardCallback, write_hparams_config
-    from study.trainable import StudySettings, trainable
 
-    settings = StudySettings(
-        seeds=space.seeds, budget=budget, datasets=space.datasets, cell_weights=cell_weights,
-        data_seed=space.data_seed, cache_dir=args.cache_dir, train_storage=str(study_dir / "train"),
-        allow_missing_images=args.allow_missing_images,
-    )
     study_dir.mkdir(parents=True, exist_ok=True)
-    write_hparams_config(study_dir, space, ["whm", *(f"recall/{cell}" for cell in cell_weights)])
-    if args.resume:
+    write_hparams_config(study_dir, space, ["whm", *(f"recall/{cell}" for cell in settings.cell_weights)])
+    if resume:
         print(f"resuming {study_dir}", file=sys.stderr, flush=True)
-        tuner = tune.Tuner.restore(str(study_dir), trainable=trainable(settings), resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(str(study_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        search, scheduler, trials = build_search(space, budget, args.scheduler)
+        search, trial_scheduler, trials = build_search(space, budget, scheduler)
         tuner = tune.Tuner(
-            trainable(settings),
+            trainable,
             tune_config=tune.TuneConfig(
-                search_alg=search, scheduler=scheduler, num_samples=trials,
-                max_concurrent_trials=budget.max_concurrent,
+                search_alg=search, scheduler=trial_scheduler, num_samples=trials,
+                max_concurrent_trials=budget.max_concurrent, reuse_actors=reuse_actors,
             ),
             run_config=tune.RunConfig(
                 name=study_dir.name, storage_path=str(study_dir.parent), verbose=0,
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback(),  # Tune's own, minus its TBX logger
                            TensorBoardCallback(study_dir, space),
                            TablesCallback(tables),  # before the progress line: "finished" means written
-                           ProgressCallback(budget.epochs), StopSignalCallback(), _record_callback(settings, tables)],
+                           ProgressCallback(budget.epochs), StopSignalCallback(), _record_callback(settings, tables),
+                           *callbacks],
                 failure_config=tune.FailureConfig(max_failures=1),
             ),
         )

@@ -8,6 +8,8 @@ Files (written by the study driver):
   weight of each cell. Only status TERMINATED counts. A file without `config_id` (written before
   configurations were scheduled whole) is grouped by its `param/*` values instead.
 * `history.parquet`: the same metrics for every (config_id, seed, epoch) reported.
+* `parts/`: the rows of the trials that ended since those two were last rebuilt, one part per trial
+  end (`study.table_parts`); every reader here lays them over the two tables.
 * `ranks/<config_id>.parquet`: per-query 0-based first-hit ranks (`seed`, `epoch`, `dataset`,
   `split`, `query`, `rank`) of every evaluation; Recall@K = mean(rank < K).
 * `space.yaml`: the search space (for the importance table's distributions).
@@ -33,6 +35,7 @@ from study.metrics import whm
 from study.parquet_io import CELL_WEIGHTS_KEY
 from study.stats.bootstrap import Cells, bootstrap_recalls, cell_recalls, parse_cell
 from study.space import SearchSpace, SpaceError, load_space
+from study.table_parts import PARTS_DIR, read_with_parts, unmerged_parts
 
 __all__ = ["DONE", "Configuration", "Evaluation", "Study", "check_weights", "read_study",
            "read_trials", "trial_whm"]
@@ -70,18 +73,20 @@ def trial_whm(row: Mapping[str, Any], cell_weights: Mapping[str, float]) -> floa
 
 
 def read_trials(study_dir: str | Path) -> tuple[pd.DataFrame, dict[str, float]]:
-    """`<study_dir>/trials.parquet` -> (rows, cell weights); errors name the file and the fix."""
+    """`<study_dir>/trials.parquet` with the rows of trials that ended since it was last rebuilt
+    (`study.table_parts`) -> (rows, cell weights); errors name the file and the fix."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise FileNotFoundError(f"{study_dir}: no such study directory")
     path = study_dir / "trials.parquet"
-    if not path.is_file():
+    if not path.is_file() and not unmerged_parts(study_dir):
         raise FileNotFoundError(f"{path}: not found; the study driver (python -m study.run) "
                                 "writes it as trials finish")
     try:
-        table = pq.read_table(path)
+        table, rows = read_with_parts(study_dir, "trials")
     except (pa.ArrowException, OSError) as error:
-        raise ValueError(f"{path}: not a readable Parquet file ({error})") from None
+        raise ValueError(f"{path} or its parts in {study_dir / PARTS_DIR}: not a readable Parquet file "
+                         f"({error})") from None
     raw = (table.schema.metadata or {}).get(CELL_WEIGHTS_KEY)
     if raw is None:
         raise ValueError(f"{path}: schema metadata lacks {CELL_WEIGHTS_KEY.decode()!r} (the cell "
@@ -95,7 +100,7 @@ def read_trials(study_dir: str | Path) -> tuple[pd.DataFrame, dict[str, float]]:
         raise ValueError(f"{path}: {CELL_WEIGHTS_KEY.decode()!r} must be a JSON object "
                          f"{{cell: weight}}, got {weights!r}")
     check_weights(weights, source=f"{path} {CELL_WEIGHTS_KEY.decode()!r}")
-    return table.to_pandas(), {cell: float(w) for cell, w in weights.items()}
+    return rows, {cell: float(w) for cell, w in weights.items()}
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ class Study:
     n_draws: int = 1000
     seed: int = 0
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _groups: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def param_columns(self) -> list[str]:
@@ -164,33 +170,54 @@ class Study:
             self._cache[key] = self._evaluate(self.configurations[config_id], epoch)
         return self._cache[key]
 
-    def _metric_rows(self, config: Configuration, epoch: int | None) -> pd.DataFrame | None:
+    def _recalls(self, table: str) -> dict[Any, tuple[tuple[int, ...], np.ndarray, list[str]]]:
+        """Per configuration (table "rows": its finished rows, key its id) or per configuration and
+        epoch ("history", key (id, epoch)): (seeds, recalls (n_seeds, n_cells) in `Cells` order, the
+        recall columns with no value there); a seed's first row counts. Built in one pass over the
+        table, so that ranking N configurations reads it in O(N), not O(N^2)."""
+        if table in self._groups:
+            return self._groups[table]
+        frame = self.rows[self.rows["status"] == DONE] if table == "rows" else self.history
+        keys = ["config_id"] if table == "rows" else ["config_id", "epoch"]
+        frame = frame.sort_values([*keys, "seed"], kind="stable").drop_duplicates([*keys, "seed"])
+        columns = [f"recall/{c}" for c in self.cells.names]
+        values = np.full((len(frame), len(columns)), np.nan)
+        for j, column in enumerate(columns):
+            if column in frame:
+                values[:, j] = frame[column].to_numpy(dtype=float, na_value=np.nan)
+        found = list(zip(*(frame[k].astype(str) if k == "config_id" else frame[k].astype(int) for k in keys)))
+        seeds = frame["seed"].to_numpy(dtype=np.int64)
+        groups, start = {}, 0
+        for end in range(1, len(found) + 1):
+            if end == len(found) or found[end] != found[start]:
+                block = values[start:end]
+                missing = [c for j, c in enumerate(columns) if np.isnan(block[:, j]).any()]
+                key = found[start][0] if table == "rows" else found[start]
+                groups[key] = (tuple(int(s) for s in seeds[start:end]), block, missing)
+                start = end
+        self._groups[table] = groups
+        return groups
+
+    def _metric_rows(self, config: Configuration, epoch: int | None):
+        """(seeds, recalls, missing columns) of `config` at `epoch`, from trials.parquet at its scored
+        epoch, else history.parquet; None when neither has it."""
         if epoch == config.epoch:
-            rows = self.rows[(self.rows["config_id"] == config.config_id)
-                             & (self.rows["status"] == DONE)]
-            return rows
+            return self._recalls("rows").get(config.config_id)
         if self.history is not None and epoch is not None:
-            rows = self.history[(self.history["config_id"] == config.config_id)
-                                & (self.history["epoch"] == epoch)]
-            if len(rows):
-                return rows
+            return self._recalls("history").get((config.config_id, int(epoch)))
         return None
 
     def _evaluate(self, config: Configuration, epoch: int | None) -> Evaluation | None:
-        rows = self._metric_rows(config, epoch)
+        found = self._metric_rows(config, epoch)
         recalls = None
         seeds = config.seeds
-        if rows is not None:
-            rows = rows.sort_values("seed", kind="stable").drop_duplicates("seed")
-            seeds = tuple(int(s) for s in rows["seed"])
-            columns = [f"recall/{c}" for c in self.cells.names]
-            missing = [c for c in columns if c not in rows or rows[c].isna().any()]
+        if found is not None:
+            seeds, recalls, missing = found
             if missing:
                 source = "trials.parquet" if epoch == config.epoch else "history.parquet"
                 raise ValueError(f"{self.directory / source}: configuration {config.config_id} at epoch "
                                  f"{epoch} has no value in {missing}, which the cell weights score; "
                                  "drop those cells' weights or rewrite the file with them")
-            recalls = rows[columns].to_numpy(dtype=float)
         ranks, queries, note = self._ranks(config.config_id, epoch, seeds)
         if ranks is not None:
             from_ranks = cell_recalls(ranks, self.cells)
@@ -245,23 +272,27 @@ class Study:
 
 def _configurations(rows: pd.DataFrame, params: list[str], source: Path) -> dict[str, Configuration]:
     done = rows[rows["status"] == DONE]
+    fields = [c for c in ("config_id", "seed", "epoch", "role", "baseline_id", "max_epochs", "stopped_early")
+              if c in done]
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for record in done[fields + params].to_dict("records"):  # plain records: one pass, not a frame per group
+        grouped.setdefault(str(record["config_id"]), []).append(record)
     configs = {}
-    for config_id, part in done.groupby("config_id", sort=False):
-        seeds = [int(s) for s in part["seed"]]
+    for config_id, records in grouped.items():
+        seeds = [int(r["seed"]) for r in records]
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"{source}: configuration {config_id} has seed(s) "
                              f"{sorted({s for s in seeds if seeds.count(s) > 1})} twice; "
                              "trials.parquet holds one row per (configuration, seed)")
-        epochs = set(int(e) for e in part["epoch"].dropna()) if "epoch" in part else set()
-        first = part.iloc[0]
-        baseline = first.get("baseline_id")
-        max_epochs = first.get("max_epochs")
-        configs[str(config_id)] = Configuration(
-            config_id=str(config_id), role=str(first.get("role", "searched")),
+        epochs = {int(r["epoch"]) for r in records if not _is_null(r["epoch"])} if "epoch" in done else set()
+        first = records[0]
+        baseline, max_epochs = first.get("baseline_id"), first.get("max_epochs")
+        configs[config_id] = Configuration(
+            config_id=config_id, role=str(first.get("role", "searched")),
             baseline_id=None if _is_null(baseline) else str(baseline),
             seeds=tuple(sorted(seeds)), epoch=epochs.pop() if len(epochs) == 1 else None,
             max_epochs=None if _is_null(max_epochs) else int(max_epochs),
-            stopped_early=bool(part["stopped_early"].fillna(False).any()) if "stopped_early" in part else False,
+            stopped_early=any(not _is_null(r.get("stopped_early")) and bool(r["stopped_early"]) for r in records),
             params={p: None if _is_null(first[p]) else first[p] for p in params})
     return configs
 
@@ -298,12 +329,11 @@ def read_study(study_dir: str | Path, *, n_draws: int = 1000, seed: int = 0) -> 
         notes.append(f"{source} has no config_id column (written before configurations were "
                      "scheduled whole): configurations grouped by their param/* values, no matched baselines")
     notes.extend(_left_out(rows))
-    history = None
-    if (directory / "history.parquet").is_file():
-        try:
-            history = pd.read_parquet(directory / "history.parquet")
-        except (pa.ArrowException, OSError) as error:
-            raise ValueError(f"{directory / 'history.parquet'}: not a readable Parquet file ({error})") from None
+    try:
+        _, history = read_with_parts(directory, "history")
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"{directory / 'history.parquet'} or its parts: not a readable Parquet file ({error})") from None
+    if history is not None:
         lacking = [c for c in ("config_id", "seed", "epoch") if c not in history]
         if lacking:
             raise ValueError(f"{directory / 'history.parquet'}: lacks columns {lacking}; it holds one row "

@@ -23,6 +23,7 @@ from ray.tune import ExperimentAnalysis
 
 from study.parquet_io import CELL_WEIGHTS_KEY, write_parquet_atomic
 from study.space import SearchSpace
+from study.table_parts import THROUGH_KEY, uniform_params
 from study.trainable import train_run_name
 from study.trial_failure import recorded_failure
 from study.trial_config import BASELINE_OF, CONFIG_ID, CONTROL_KEYS, ROLE, UNTIL
@@ -113,6 +114,55 @@ def _seed_metrics(metrics: Mapping[str, Any], seed: int) -> dict[str, Any]:
             if k.startswith(prefix) and isinstance(v, (int, float))}
 
 
+def configuration_rows(study_dir: Path, space: SearchSpace, config: Configuration, *, budget_name: str,
+                       epochs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(trials rows, history rows) of one configuration: a row per seed at its scored epoch, and a
+    row per seed and epoch up to it; copies its ranks file into `<study>/ranks/`. Reads only this
+    configuration's checkpoint: the cost of one trial end does not grow with the study."""
+    rows, history_rows = [], []
+    history, checkpoint = read_history(study_dir, config.config_id)
+    if not history and config.last_result:  # no checkpoint yet: what Tune saw is all there is
+        history = [config.last_result]
+    scored = config.seen_epoch or (int(history[-1]["epoch"]) if history else 0)
+    history = [h for h in history if int(h["epoch"]) <= scored]
+    if checkpoint is not None and (checkpoint / RANKS_FILE).is_file():
+        _copy_atomic(checkpoint / RANKS_FILE, study_dir / RANKS_DIR / f"{config.config_id}.parquet")
+    last = history[-1] if history else {}
+    base = {
+        "config_id": config.config_id, "trial_id": config.trial_id, "role": config.role,
+        "baseline_id": config.baseline_id, "status": config.status, "epoch": int(last.get("epoch", 0)),
+        "max_epochs": epochs,
+        "stopped_early": config.status == "TERMINATED" and int(last.get("epoch", 0)) < epochs,
+        "error": error_reason(study_dir, config),
+    }
+    for name in space.parameter_names():
+        base[f"param/{name}"] = config.params.get(name)  # None where a conditional parameter was inactive
+    for seed in space.seeds:
+        per_seed = _seed_metrics(last, seed)
+        row = {**base, "seed": seed}
+        row.update({k: v for k, v in per_seed.items() if k.startswith(METRIC_PREFIXES)})
+        row["whm"] = per_seed.get("whm", float("nan"))
+        row["wall_time_s"] = float(last.get("time/total_s", 0.0))
+        row["cpu_s"] = float(last.get("time/cpu_s", 0.0))
+        row["gpu_s"] = float(last.get("time/gpu_s", 0.0))
+        row["nodes"] = str(last.get("nodes", ""))  # the Train workers' nodes
+        row["driver_node"] = str(last.get("driver_node", ""))
+        row["budget"] = budget_name
+        row.update({k: v for k, v in last.items() if k.startswith("setup/")})
+        rows.append(row)
+        for entry in history:
+            values = _seed_metrics(entry, seed)
+            history_rows.append({"config_id": config.config_id, "seed": seed, "epoch": int(entry["epoch"]),
+                                 **{k: v for k, v in values.items() if k.startswith((*METRIC_PREFIXES, "whm"))}})
+    return rows, history_rows
+
+
+def frames(rows: list[dict[str, Any]], history_rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, history) DataFrames of rows from `configuration_rows`."""
+    history = pd.DataFrame(history_rows, columns=None if history_rows else ["config_id", "seed", "epoch"])
+    return uniform_params(pd.DataFrame(rows)), history
+
+
 def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epochs: int,
                  trials: Iterable | None = None, ended: Mapping[str, str] | None = None,
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -123,52 +173,10 @@ def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epoch
     if trials is None:
         trials = ExperimentAnalysis(str(study_dir)).trials
     for config in configurations(trials, ended):
-        history, checkpoint = read_history(study_dir, config.config_id)
-        if not history and config.last_result:  # no checkpoint yet: what Tune saw is all there is
-            history = [config.last_result]
-        scored = config.seen_epoch or (int(history[-1]["epoch"]) if history else 0)
-        history = [h for h in history if int(h["epoch"]) <= scored]
-        if checkpoint is not None and (checkpoint / RANKS_FILE).is_file():
-            _copy_atomic(checkpoint / RANKS_FILE, study_dir / RANKS_DIR / f"{config.config_id}.parquet")
-        last = history[-1] if history else {}
-        base = {
-            "config_id": config.config_id, "trial_id": config.trial_id, "role": config.role,
-            "baseline_id": config.baseline_id, "status": config.status, "epoch": int(last.get("epoch", 0)),
-            "max_epochs": epochs,
-            "stopped_early": config.status == "TERMINATED" and int(last.get("epoch", 0)) < epochs,
-            "error": error_reason(study_dir, config),
-        }
-        for name in space.parameter_names():
-            base[f"param/{name}"] = config.params.get(name)  # None where a conditional parameter was inactive
-        for seed in space.seeds:
-            per_seed = _seed_metrics(last, seed)
-            row = {**base, "seed": seed}
-            row.update({k: v for k, v in per_seed.items() if k.startswith(METRIC_PREFIXES)})
-            row["whm"] = per_seed.get("whm", float("nan"))
-            row["wall_time_s"] = float(last.get("time/total_s", 0.0))
-            row["cpu_s"] = float(last.get("time/cpu_s", 0.0))
-            row["gpu_s"] = float(last.get("time/gpu_s", 0.0))
-            row["nodes"] = str(last.get("nodes", ""))  # the Train workers' nodes
-            row["driver_node"] = str(last.get("driver_node", ""))
-            row["budget"] = budget_name
-            row.update({k: v for k, v in last.items() if k.startswith("setup/")})
-            rows.append(row)
-            for entry in history:
-                values = _seed_metrics(entry, seed)
-                history_rows.append({"config_id": config.config_id, "seed": seed, "epoch": int(entry["epoch"]),
-                                     **{k: v for k, v in values.items() if k.startswith((*METRIC_PREFIXES, "whm"))}})
-    history_frame = pd.DataFrame(history_rows, columns=None if history_rows else ["config_id", "seed", "epoch"])
-    return _uniform_params(pd.DataFrame(rows)), history_frame
-
-
-def _uniform_params(frame: pd.DataFrame) -> pd.DataFrame:
-    for column in [c for c in frame.columns if c.startswith("param/")]:
-        values = frame[column].dropna()
-        if values.empty:  # a conditional parameter no trial sampled: a float column of nulls
-            frame[column] = frame[column].astype("float64")
-        elif len({type(v) for v in values}) > 1:  # K: [2, 8, batch] -> Parquet needs one type
-            frame[column] = frame[column].map(lambda v: None if v is None else str(v))
-    return frame
+        found, history = configuration_rows(study_dir, space, config, budget_name=budget_name, epochs=epochs)
+        rows += found
+        history_rows += history
+    return frames(rows, history_rows)
 
 
 def _copy_atomic(source: Path, destination: Path) -> None:
@@ -178,13 +186,19 @@ def _copy_atomic(source: Path, destination: Path) -> None:
     temporary.replace(destination)
 
 
+def table_metadata(cell_weights: Mapping[str, float], manifests: Mapping[str, Any] | None = None) -> dict[bytes, bytes]:
+    """The schema metadata of trials.parquet, history.parquet and their parts: the WHM cell weights
+    and each dataset's image manifest (counts of listed and missing images and a hash of the list)."""
+    return {CELL_WEIGHTS_KEY: json.dumps(dict(cell_weights)).encode(),
+            MANIFESTS_KEY: json.dumps({k: asdict(m) if m else None for k, m in (manifests or {}).items()}).encode()}
+
+
 def write_trials(frame: pd.DataFrame, history: pd.DataFrame, study_dir: Path, cell_weights: Mapping[str, float],
-                 manifests: Mapping[str, Any] | None = None) -> Path:
-    """trials.parquet and history.parquet, with the WHM cell weights and each dataset's image
-    manifest (counts of listed and missing images and a hash of the image list) in their metadata."""
+                 manifests: Mapping[str, Any] | None = None, *, parts_through: int = 0) -> Path:
+    """trials.parquet and history.parquet (history first: a reader that finds trials.parquet finds
+    its history), with `table_metadata` and the number of the last part they hold."""
     path = Path(study_dir) / TRIALS_FILE
-    metadata = {CELL_WEIGHTS_KEY: json.dumps(dict(cell_weights)).encode(),
-                MANIFESTS_KEY: json.dumps({k: asdict(m) if m else None for k, m in (manifests or {}).items()}).encode()}
-    write_parquet_atomic(frame, path, metadata=metadata)
+    metadata = {**table_metadata(cell_weights, manifests), THROUGH_KEY: str(parts_through).encode()}
     write_parquet_atomic(history, Path(study_dir) / HISTORY_TABLE, metadata=metadata)
+    write_parquet_atomic(frame, path, metadata=metadata)
     return path

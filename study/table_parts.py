@@ -1,0 +1,153 @@
+"""The rows of `trials.parquet` and `history.parquet` as they arrive: one small part per trial end,
+and the whole tables merged from them now and then (study/table_writer.py says when).
+
+A trial end writes the rows of its configuration (every seed; every epoch for history) as
+
+    <study>/parts/<n>-<config id>.history.parquet     written first
+    <study>/parts/<n>-<config id>.trials.parquet      written last: its presence makes the part whole
+
+each atomically (study/parquet_io.py), where `n` counts the trial ends of the study. So a trial end
+costs the same whatever the study's size, and a study killed at any moment has the rows of every
+configuration that finished, on disk. The whole tables record in their schema metadata
+(`cirstudy.parts_through`) the last part merged into them; a reader takes the whole table and lays
+the later parts over it, a configuration's rows in a later part replacing its earlier ones (the sync
+scheduler trains one configuration over several trials). Parts already merged are deleted after the
+merge; one left behind (a driver killed between the two) is skipped by its number.
+
+No Ray and no torch here: `study.tables` (the report's and `study.results`' reader) imports this.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from study.parquet_io import write_parquet_atomic
+
+__all__ = ["PARTS_DIR", "THROUGH_KEY", "Part", "drop_merged_parts", "last_part_number", "merge_parts", "parts_through", "read_with_parts",
+           "uniform_params", "unmerged_parts", "write_part"]
+
+PARTS_DIR = "parts"
+THROUGH_KEY = b"cirstudy.parts_through"  # the number of the last part merged into a whole table
+TABLE_FILES = {"trials": "trials.parquet", "history": "history.parquet"}
+Table = Literal["trials", "history"]
+_PART = re.compile(r"^(\d+)-(.+)\.trials\.parquet$")
+_ANY_PART = re.compile(r"^(\d+)-.+\.(trials|history)\.parquet$")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One trial end's rows: its number (the order trial ends came in) and configuration."""
+
+    number: int
+    config_id: str
+    directory: Path
+
+    def path(self, table: Table) -> Path:
+        return self.directory / f"{self.number:06d}-{self.config_id}.{table}.parquet"
+
+
+def write_part(study_dir: Path, number: int, config_id: str, trials: pd.DataFrame, history: pd.DataFrame,
+               metadata: Mapping[bytes, bytes]) -> Part:
+    """Write one trial end's rows as part `number` (history first, trials last: see the docstring)."""
+    part = Part(number, config_id, Path(study_dir) / PARTS_DIR)
+    write_parquet_atomic(history, part.path("history"), metadata=dict(metadata))
+    write_parquet_atomic(trials, part.path("trials"), metadata=dict(metadata))
+    return part
+
+
+def parts_through(path: Path) -> int:
+    """The last part merged into the whole table at `path` (0: none, or no table yet)."""
+    if not path.is_file():
+        return 0
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(THROUGH_KEY)
+    except (pa.ArrowException, OSError):
+        return 0  # an unreadable table is reported by whoever reads it
+    return int(raw) if raw is not None and raw.isdigit() else 0
+
+
+def unmerged_parts(study_dir: Path) -> list[Part]:
+    """The whole parts that `trials.parquet` does not hold yet, in the order their trials ended."""
+    directory = Path(study_dir) / PARTS_DIR
+    if not directory.is_dir():
+        return []
+    through = parts_through(Path(study_dir) / TABLE_FILES["trials"])
+    found = []
+    for path in directory.iterdir():
+        match = _PART.match(path.name)
+        if match and int(match.group(1)) > through:
+            found.append(Part(int(match.group(1)), match.group(2), directory))
+    return sorted(found, key=lambda part: part.number)
+
+
+def last_part_number(study_dir: Path) -> int:
+    """The highest part number used so far, merged, whole or half written (0: none): the next
+    trial end's part takes the number after it, so it can never be mistaken for a merged one."""
+    directory = Path(study_dir) / PARTS_DIR
+    numbers = [parts_through(Path(study_dir) / TABLE_FILES["trials"])]
+    if directory.is_dir():
+        numbers += [int(m.group(1)) for m in map(_ANY_PART.match, (p.name for p in directory.iterdir())) if m]
+    return max(numbers)
+
+
+def drop_merged_parts(study_dir: Path, through: int) -> None:
+    """Delete every part file numbered `through` or less: merged into the whole tables, or left half
+    written by a killed driver (a history part without its trials part)."""
+    directory = Path(study_dir) / PARTS_DIR
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.iterdir(), key=lambda p: not p.name.endswith(".trials.parquet")):
+        match = _ANY_PART.match(path.name)  # trials parts first: a part without one is not read
+        if match and int(match.group(1)) <= through:
+            path.unlink(missing_ok=True)
+
+
+def uniform_params(frame: pd.DataFrame) -> pd.DataFrame:
+    """One Parquet type per `param/*` column: a conditional parameter no row has is a float column of
+    nulls; a choice that mixes types (K: [2, 8, batch]) is stored as text."""
+    for column in [c for c in frame.columns if c.startswith("param/")]:
+        values = frame[column].dropna()
+        if values.empty:
+            frame[column] = frame[column].astype("float64")
+        elif len({type(v) for v in values}) > 1:
+            frame[column] = frame[column].map(lambda v: None if v is None or v != v else str(v))
+    return frame
+
+
+def merge_parts(whole: pd.DataFrame | None, parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """`whole` with each part laid over it in order: a configuration's rows in a part replace all its
+    rows before; configurations in config-id order, each one's rows in the order written."""
+    latest: dict[str, pd.DataFrame] = {}
+    for frame in parts:
+        for config_id, rows in frame.groupby("config_id", sort=False):
+            latest[str(config_id)] = rows
+    kept = [] if whole is None or whole.empty else [whole[~whole["config_id"].astype(str).isin(latest)]]
+    frames = [f for f in kept + list(latest.values()) if not f.empty]
+    if not frames:
+        return whole if whole is not None else pd.DataFrame()
+    merged = pd.concat(frames, ignore_index=True, sort=False)
+    merged = merged.sort_values("config_id", kind="stable", key=lambda ids: ids.astype(str))
+    return uniform_params(merged.reset_index(drop=True))
+
+
+def read_with_parts(study_dir: Path, table: Table) -> tuple[pa.Table | None, pd.DataFrame | None]:
+    """(the whole table as stored, with its metadata; the rows a reader sees: it and its unmerged parts
+    merged), either None when there is nothing. Raises `pa.ArrowException` or `OSError` for a file
+    that cannot be read; the caller names it."""
+    study_dir = Path(study_dir)
+    path = study_dir / TABLE_FILES[table]
+    stored = pq.read_table(path) if path.is_file() else None
+    parts = unmerged_parts(study_dir)
+    if not parts:
+        return stored, None if stored is None else stored.to_pandas()
+    frames = [pq.read_table(part.path(table)).to_pandas() for part in parts if part.path(table).is_file()]
+    if stored is None:  # no whole table yet: the newest part's metadata (cell weights) stands for it
+        stored = pq.read_table(parts[-1].path("trials")).slice(0, 0)
+    whole = stored.to_pandas() if stored.num_rows else None
+    return stored, merge_parts(whole, frames)
