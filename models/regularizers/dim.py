@@ -6,7 +6,9 @@ maximization" (ICLR 2019, https://arxiv.org/abs/1808.06670):
     L_dim = -dim_weight * ( I(phi_t; phi_x) + mean_cells I(C_cell(x+); psi) )
 
 global term: text feature vs reference image feature; local term: every cell of the target image's
-layer2-level map (1x1 conv to D) vs the composed query. Bilinear critics T(a, b) = a^T W b; the
+layer2-level map (1x1 conv to D) vs the composed query. `dim_terms: global` keeps the global term
+alone (L_dim = -dim_weight * I(phi_t; phi_x)): what trials on cached frozen features can run, since
+those hold no conv map. Bilinear critics T(a, b) = a^T W b; the
 negatives are all other pairs of the batch (every shuffle of the batch at once).
 """
 from __future__ import annotations
@@ -65,6 +67,7 @@ class DimRegularizer(Regularizer):
         name: ClassVar[str] = "dim"
         dim_weight: float = 0.0  # study range log-uniform 1e-3 .. 1
         dim_estimator: Literal["jsd", "infonce"] = "jsd"  # jsd is Deep InfoMax's default
+        dim_terms: Literal["both", "global"] = "both"  # global: no local term (cached frozen features)
 
         @property
         def enabled(self) -> bool:
@@ -74,21 +77,26 @@ class DimRegularizer(Regularizer):
         super().__init__(config, embed_dim=embed_dim, mid_channels=mid_channels)
         bound = 1.0 / math.sqrt(embed_dim)  # nn.Bilinear's init: scores start near 0, not saturating softplus
         self.global_critic = nn.Parameter(torch.empty(embed_dim, embed_dim).uniform_(-bound, bound))
-        self.local_critic = nn.Parameter(torch.empty(embed_dim, embed_dim).uniform_(-bound, bound))
-        self.local_projection = nn.Conv2d(mid_channels, embed_dim, kernel_size=1)
+        if config.dim_terms == "both":  # the global term alone has no local critic to train
+            self.local_critic = nn.Parameter(torch.empty(embed_dim, embed_dim).uniform_(-bound, bound))
+            self.local_projection = nn.Conv2d(mid_channels, embed_dim, kernel_size=1)
 
     def forward(self, outputs: Outputs, match_loss: Tensor, *, model: CirModel, batch: Batch,
                 rematch: Rematch) -> Terms:
         estimate = ESTIMATORS[self.config.dim_estimator]
         text, image = outputs.text, outputs.reference_features.vector  # (B, D), (B, D)
         global_scores = text @ (self.global_critic @ image.T)  # (B, B): T(phi_t_i, phi_x_j)
+        mi_global = estimate(global_scores)
+        if self.config.dim_terms == "global":
+            logs = {"dim/mi_global": mi_global.detach(), "dim/critic_accuracy": _critic_hits(global_scores.detach())}
+            return Terms({"loss/dim": -self.config.dim_weight * mi_global}, logs)
         # T(C_n(x+_i), psi_j) = (P m_n,i + b)^T W psi_j for the 1x1 conv (P, b) on the layer2 map m: contract
         # W psi and P first, (C2, B), so the N = h * w cells are never projected to D (most of DIM's cost).
         critic_query = self.local_critic @ outputs.query.T  # (D, B)
         projection = self.local_projection.weight.flatten(1)  # (D, C2)
         cells = outputs.target_features.mid_map.flatten(2).permute(2, 0, 1)  # (N, B, C2)
         local_scores = cells @ (projection.T @ critic_query) + self.local_projection.bias @ critic_query  # (N, B, B)
-        mi_global, mi_local = estimate(global_scores), estimate(local_scores)  # local: mean over cells
+        mi_local = estimate(local_scores)  # mean over cells
         loss = -self.config.dim_weight * (mi_global + mi_local)
         accuracy = 0.5 * (_critic_hits(global_scores.detach()) + _critic_hits(local_scores.detach()))
         logs = {"dim/mi_global": mi_global.detach(), "dim/mi_local": mi_local.detach(),

@@ -81,7 +81,7 @@ def test_weight_zero_gives_exactly_the_unregularized_loss_and_gradients(name, vo
 
 def test_regularizer_param_names_and_configs():
     assert regularizer_param_names() == {"ga_strength": "ga", "ga_noise": "ga", "ga_mode": "ga",
-                                         "dim_weight": "dim", "dim_estimator": "dim",
+                                         "dim_weight": "dim", "dim_estimator": "dim", "dim_terms": "dim",
                                          "cmap_weight": "cmap", "sc_temperature": "cmap", "sc_mode": "cmap",
                                          "mmgrad_weight": "mmgrad"}
     configs = regularizer_configs({"ga_strength": 1, "lr": 0.1, "composer": "tirg"})
@@ -94,7 +94,7 @@ def test_regularizer_param_names_and_configs():
 
 @pytest.mark.parametrize("params,field", [
     ({"ga_strength": "big"}, "ga_strength"), ({"ga_noise": -1e-3}, "ga_noise"), ({"ga_mode": "pgd"}, "ga_mode"),
-    ({"dim_weight": True}, "dim_weight"), ({"dim_estimator": "dv"}, "dim_estimator"),
+    ({"dim_weight": True}, "dim_weight"), ({"dim_estimator": "dv"}, "dim_estimator"), ({"dim_terms": "local"}, "dim_terms"),
     ({"dim_weight": float("nan")}, "dim_weight"), ({"sc_mode": "margin"}, "sc_mode"),
     ({"cmap_weight": 0.1, "sc_temperature": 0.0}, "sc_temperature"), ({"mmgrad_weight": -1}, "mmgrad_weight"),
 ])
@@ -158,6 +158,16 @@ def test_dim_regularizer_by_hand(estimator, value):
     assert float(terms.logs["dim/mi_local"]) == pytest.approx(value, rel=1e-6)
     assert terms.losses["loss/dim"].item() == pytest.approx(-0.5 * 2 * value, rel=1e-6)
     assert float(terms.logs["dim/critic_accuracy"]) == 1.0  # both rows rank their positive first
+    # the global term alone: half the loss, and the target's map is never read (cached features have none)
+    dim = DimRegularizer(DimRegularizer.Config(dim_weight=0.5, dim_estimator=estimator, dim_terms="global"),
+                         embed_dim=2, mid_channels=2)
+    with torch.no_grad():
+        dim.global_critic.copy_(torch.eye(2))
+    assert [name for name, _ in dim.named_parameters()] == ["global_critic"]
+    bare = ImageFeatures(vector=eye, last_map=torch.zeros(2, 1, 1, 1), mid_map=torch.full((2, 2, 1, 1), float("nan")))
+    terms = dim(Outputs(query=eye, target=eye, reference_features=reference, target_features=bare, text=SCORES,
+                        reference_images=torch.zeros(2, 3, 1, 1)), torch.zeros(2), model=None, batch=None, rematch=None)
+    assert terms.losses["loss/dim"].item() == pytest.approx(-0.5 * value, rel=1e-6) and "dim/mi_local" not in terms.logs
 
 
 def test_dim_reaches_its_critics_and_both_encoders(vocab):
