@@ -1,17 +1,20 @@
 """How much of the machine other processes took while a benchmark measured (issue 12: the
 machines are shared, and on 2 cores a second job halves a figure).
 
-The machine's busy CPU time (psutil's /proc/stat: user, nice, system, irq, softirq, and steal, the
-time the hypervisor gave these cores to another machine) minus this benchmark's own: this process,
-the children it has waited for (RUSAGE_CHILDREN, which holds every descendant they waited for in
-turn), and each live descendant with the children it has waited for (a Ray cluster started here:
-its raylets, their workers, the study a benchmark runs). A process the benchmark started that was
-orphaned (its parent ended without waiting for it) leaves the tree and counts as another's; the
-figure errs towards "contended", never towards "clean". bench/recall_eval.py measures the same way.
+Others' CPU = the machine's busy CPU time (psutil's /proc/stat: user, nice, system, irq, softirq,
+and steal, the time the hypervisor gave these cores to another machine) minus this benchmark's own:
+this process and every descendant it started (a Ray cluster, its raylets and workers; the study a
+benchmark runs). A thread samples both every `interval` seconds. Descendants are followed one by
+one, each keeping the last CPU time seen of it after it ends: the kernel's per-process accounting of
+waited-for children is lost whenever a parent ends before waiting (Ray's raylets are killed, their
+workers' time goes nowhere), which made a study's own CPU look like others'. A process that lives
+less than one interval is missed, so the figure errs towards "contended", never towards "clean".
+bench/recall_eval.py measures the same way for its single child, with /proc/stat and getrusage.
 
-    before = sample()
-    ...  # the measurement
-    share = others_share(before, sample())  # 0.0: nothing else ran; 0.5: one core of 2 went elsewhere
+    with CpuSampler() as sampler:
+        began = time.time()
+        ...  # the measurement
+        share = sampler.share(began, time.time())  # 0.0: nothing else ran; 0.5: one core of 2 went elsewhere
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Sequence
 
 import psutil
 
-__all__ = ["CpuSample", "CpuSampler", "at", "machine_busy_s", "others_share", "own_tree_cpu_s", "sample"]
+__all__ = ["CpuSample", "CpuSampler", "at", "machine_busy_s", "others_share"]
 
 
 def machine_busy_s() -> float:
@@ -33,28 +36,11 @@ def machine_busy_s() -> float:
     return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
 
 
-def own_tree_cpu_s() -> float:
-    """CPU seconds of this process and every descendant, live or waited for."""
-    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
-    for process in psutil.Process().children(recursive=True):
-        try:
-            t = process.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue  # ended between the listing and the read: its parent's wait will count it
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
 @dataclass(frozen=True)
 class CpuSample:
     time: float  # time.time()
     machine_s: float  # machine_busy_s()
-    own_s: float  # own_tree_cpu_s()
-
-
-def sample() -> CpuSample:
-    return CpuSample(time.time(), machine_busy_s(), own_tree_cpu_s())
+    own_s: float  # this process and its descendants, CPU seconds
 
 
 def others_share(before: CpuSample, after: CpuSample, cores: int | None = None) -> float:
@@ -84,29 +70,43 @@ def at(samples: Sequence[CpuSample], t: float) -> CpuSample:
 
 
 class CpuSampler:
-    """`sample()` every `interval` seconds on a thread, for measurements whose start and end are
-    known only afterwards (a Ray worker reports when its epoch ran). Its own CPU is this process's,
-    so it never counts as another's."""
+    """Samples the machine's busy CPU and this process tree's every `interval` seconds on a thread
+    (and once more on leaving). Its own CPU is this process's, so it never counts as another's."""
 
-    def __init__(self, interval: float = 0.5) -> None:
+    def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self.samples: list[CpuSample] = []
+        self._seen: dict[tuple[int, float], float] = {}  # (pid, start time) -> last CPU seconds seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cpu-sampler", daemon=True)
 
     def __enter__(self) -> "CpuSampler":
+        self.sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.samples.append(sample())
+        self.sample()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(sample())
-            self._stop.wait(self.interval)
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> CpuSample:
+        """Reads the counters now and keeps the sample."""
+        for process in psutil.Process().children(recursive=True):
+            try:
+                with process.oneshot():
+                    key, t = (process.pid, process.create_time()), process.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue  # ended between the listing and the read: its last seen time stays
+            self._seen[key] = t.user + t.system
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        taken = CpuSample(time.time(), machine_busy_s(), own.ru_utime + own.ru_stime + sum(self._seen.values()))
+        self.samples.append(taken)
+        return taken
 
     def share(self, began: float, ended: float, cores: int | None = None) -> float:
         """others_share over [began, ended], from the samples around those times."""

@@ -48,7 +48,7 @@ from typing import Iterable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.contention import others_share, sample  # noqa: E402
+from bench.contention import CpuSampler  # noqa: E402
 
 SPACE = Path(__file__).with_name("scheduling_efficiency.yaml")
 TARGET = 0.85  # (sum of configurations' own wall times / concurrency) / study wall time, at least
@@ -247,9 +247,9 @@ def measure(work: Path, samples: int, space_name: str, *, runner: Sequence[str] 
     """Runs the study (`runner`: how Python is told to run study.run) and reads what it left."""
     command = [sys.executable, *runner, "--space", str(SPACE), "--budget", "smoke",
                "--num-samples", str(samples), "--storage", str(work / "studies"), "--cache-dir", str(work / "cache")]
-    before = sample()
-    lines, began, ended, code = run_study(command, work / "study.log")
-    contention = others_share(before, sample())
+    with CpuSampler() as sampler:
+        lines, began, ended, code = run_study(command, work / "study.log")
+    contention = sampler.share(began, ended)
     if code != 0:
         tail = "".join(line for _, line in lines[-30:])
         raise BenchError(f"study.run exited {code}; the end of its stderr ({work / 'study.log'}):\n{tail}")

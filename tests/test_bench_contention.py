@@ -1,5 +1,5 @@
 """bench/contention.py: the share of the machine other processes took, by hand on made-up counters,
-and this process tree's CPU counting a child's work while it runs and after it was waited for."""
+and the sampler counting a child's work while it runs and after it has ended."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.contention import CpuSample, at, others_share, own_tree_cpu_s  # noqa: E402
+from bench.contention import CpuSample, CpuSampler, at, others_share  # noqa: E402
 
 # a child that does a fixed amount of work, prints the CPU seconds it used, then waits for stdin to close
 BURN = ("import sys, time\n"
@@ -47,15 +47,39 @@ def test_at_interpolates_between_samples_and_holds_outside() -> None:
         at([], 1.0)
 
 
-def test_own_tree_counts_a_live_child_and_a_waited_one() -> None:
-    before = own_tree_cpu_s()
+def test_sampler_counts_a_childs_work_while_it_runs_and_after_it_ended() -> None:
+    sampler = CpuSampler()
+    before = sampler.sample()
     child = subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     child_cpu = float(child.stdout.readline())  # its work is done; it is alive, waiting for stdin
     assert child_cpu > 0.05
     # the kernel's per-process counters are in clock ticks and split user/system by sampling, so
     # they differ from the child's own clock_gettime by a tick or two: 80% says it was counted
-    alive = own_tree_cpu_s()
-    assert alive - before >= 0.8 * child_cpu  # psutil: the live descendant's own CPU
+    alive = sampler.sample()
+    assert alive.own_s - before.own_s >= 0.8 * child_cpu
+    assert alive.machine_s - before.machine_s >= 0.8 * child_cpu  # the machine saw the work too
     child.communicate("")
-    waited = own_tree_cpu_s()
-    assert waited - before >= 0.8 * child_cpu  # RUSAGE_CHILDREN, once waited for
+    ended = sampler.sample()
+    assert ended.own_s - before.own_s >= 0.8 * child_cpu
+    assert len(sampler.samples) == 3
+
+
+# a child that runs BURN as a grandchild, passes on its line, and ends without waiting for it: the
+# grandchild's time reaches no one's rusage in this tree (as a Ray worker's when its raylet is killed)
+ORPHANING = ("import subprocess, sys\n"
+             f"g = subprocess.Popen([sys.executable, '-c', {BURN!r}], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+             "sys.stdout.write(g.stdout.readline().decode()); sys.stdout.flush()\n"
+             "sys.stdin.read()\n")
+
+
+def test_sampler_keeps_the_time_of_a_descendant_whose_parent_never_waited() -> None:
+    sampler = CpuSampler()
+    before = sampler.sample()
+    child = subprocess.Popen([sys.executable, "-c", ORPHANING], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    grandchild_cpu = float(child.stdout.readline())
+    assert grandchild_cpu > 0.05
+    sampler.sample()  # both alive: the grandchild is a descendant
+    child.communicate("")  # the child ends without waiting; its grandchild's stdin closes and it ends
+    ended = sampler.sample()
+    assert ended.own_s - before.own_s >= 0.8 * grandchild_cpu
