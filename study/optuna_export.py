@@ -115,18 +115,21 @@ def journal_trials(ranking: pd.DataFrame, trials: pd.DataFrame, space: SearchSpa
     if "config_id" not in trials:
         raise ValueError("trials.parquet has no config_id column (written before configurations were "
                          "scheduled whole): there are no configurations to export")
-    ranked = {str(row["config_id"]): row for _, row in ranking.iterrows()}
+    ranked = {str(row["config_id"]): row for row in ranking.to_dict("records")}
     params = [c for c in trials.columns if c.startswith("param/")]
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for record in trials.to_dict("records"):  # plain dicts: pandas' per-row access costs ms per configuration
+        by_config.setdefault(str(record["config_id"]), []).append(record)
     found = []
-    for config_id, rows in trials.groupby("config_id", sort=False):
-        config_id, first = str(config_id), rows.iloc[0]
-        status = first["status"] if "status" in rows else DONE
+    for config_id, rows in by_config.items():
+        first = rows[0]
+        status = first.get("status", DONE)
         if status not in (DONE, FAILED):
             continue  # still training
         attrs = {"config_id": config_id, "role": str(first.get("role", "searched"))}
         if not _is_null(first.get("baseline_id")):
             attrs["baseline_id"] = str(first["baseline_id"])
-        attrs["seeds"] = sorted(int(s) for s in rows["seed"])
+        attrs["seeds"] = sorted(int(row["seed"]) for row in rows)
         stored = {c.removeprefix("param/"): first[c] for c in params}
         values, distributions = _suggested(space, stored, config_id)
         row = ranked.get(config_id)

@@ -5,7 +5,8 @@ before Ray starts), generates the datasets it needs and decodes their images onc
 cache, then runs Ray Tune with Optuna and a scheduler on an embedded local Ray (or `--address` for a
 cluster); each trial is one configuration with all its seeds, in one TorchTrainer. Writes
 `studies/<name>/trials.parquet`, `history.parquet`, `ranks/`, `ranking.parquet`, `gains.parquet`,
-`importance.parquet` and TensorBoard files, and prints the ranking by WHM.
+`importance.parquet`, `optuna.log` (as trials end: study/table_writer.py) and TensorBoard files, and
+prints the ranking by WHM.
 
     python -m study.run --space ga_vs_dim --budget smoke
     python -m study.run --space ga_vs_dim --scheduler sync  # stop decisions independent of timing

@@ -21,19 +21,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from study.parquet_io import write_parquet_atomic
 
-__all__ = ["PARTS_DIR", "THROUGH_KEY", "Part", "drop_merged_parts", "last_part_number", "merge_parts", "parts_through", "read_with_parts",
-           "uniform_params", "unmerged_parts", "write_part"]
+__all__ = ["PARTS_DIR", "THROUGH_KEY", "Part", "drop_merged_parts", "last_part_number", "merge_parts",
+           "parts_through", "read_parts", "read_with_parts", "rows_table", "uniform_params", "unmerged_parts",
+           "write_part"]
 
 PARTS_DIR = "parts"
 THROUGH_KEY = b"cirstudy.parts_through"  # the number of the last part merged into a whole table
+PART_COLUMN = "__part__"  # the part a row came from, while parts are merged
 TABLE_FILES = {"trials": "trials.parquet", "history": "history.parquet"}
 Table = Literal["trials", "history"]
 _PART = re.compile(r"^(\d+)-(.+)\.trials\.parquet$")
@@ -52,7 +55,7 @@ class Part:
         return self.directory / f"{self.number:06d}-{self.config_id}.{table}.parquet"
 
 
-def write_part(study_dir: Path, number: int, config_id: str, trials: pd.DataFrame, history: pd.DataFrame,
+def write_part(study_dir: Path, number: int, config_id: str, trials: pa.Table, history: pa.Table,
                metadata: Mapping[bytes, bytes]) -> Part:
     """Write one trial end's rows as part `number` (history first, trials last: see the docstring)."""
     part = Part(number, config_id, Path(study_dir) / PARTS_DIR)
@@ -120,15 +123,45 @@ def uniform_params(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def merge_parts(whole: pd.DataFrame | None, parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """`whole` with each part laid over it in order: a configuration's rows in a part replace all its
-    rows before; configurations in config-id order, each one's rows in the order written."""
-    latest: dict[str, pd.DataFrame] = {}
-    for frame in parts:
-        for config_id, rows in frame.groupby("config_id", sort=False):
-            latest[str(config_id)] = rows
-    kept = [] if whole is None or whole.empty else [whole[~whole["config_id"].astype(str).isin(latest)]]
-    frames = [f for f in kept + list(latest.values()) if not f.empty]
+def rows_table(rows: list[dict[str, Any]], empty: tuple[str, ...] = ("config_id", "seed", "epoch")) -> pa.Table:
+    """Row dicts -> an Arrow table, a column per key any row has (straight to Arrow: a part is
+    written at every trial end). A column whose values mix types goes through `uniform_params`."""
+    if not rows:
+        return pa.table({name: pa.array([], pa.string() if name == "config_id" else pa.int64()) for name in empty})
+    columns = dict.fromkeys(key for row in rows for key in row)
+    try:
+        return pa.table({name: [row.get(name) for row in rows] for name in columns})
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # K: [2, 8, batch] in one column
+        return pa.Table.from_pandas(uniform_params(pd.DataFrame(rows)), preserve_index=False)
+
+
+def read_parts(parts: list[Part], table: Table) -> pd.DataFrame | None:
+    """The `table` rows of `parts`, with each one's part number in `PART_COLUMN`; None without any."""
+    tables = []
+    for part in parts:
+        path = part.path(table)
+        if path.is_file():
+            found = pq.read_table(path)
+            tables.append(found.append_column(PART_COLUMN, pa.array(np.full(found.num_rows, part.number))))
+    if not tables:
+        return None
+    try:  # one conversion to pandas for all the parts; a null column takes the type the others have
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # a column typed differently
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+
+def merge_parts(whole: pd.DataFrame | None, parts: pd.DataFrame | None, latest: Mapping[str, int]) -> pd.DataFrame:
+    """`whole` with the parts laid over it: a configuration's rows become those of its latest part
+    (`latest`: config id -> part number; a latest part without rows in this table leaves it none);
+    configurations in config-id order, each one's rows in the order written."""
+    frames = []
+    if whole is not None and not whole.empty:
+        frames.append(whole[~whole["config_id"].astype(str).isin(set(latest))])
+    if parts is not None and not parts.empty:
+        newest = parts["config_id"].astype(str).map(latest)
+        frames.append(parts[parts[PART_COLUMN] == newest].drop(columns=PART_COLUMN))
+    frames = [f for f in frames if not f.empty]
     if not frames:
         return whole if whole is not None else pd.DataFrame()
     merged = pd.concat(frames, ignore_index=True, sort=False)
@@ -146,8 +179,7 @@ def read_with_parts(study_dir: Path, table: Table) -> tuple[pa.Table | None, pd.
     parts = unmerged_parts(study_dir)
     if not parts:
         return stored, None if stored is None else stored.to_pandas()
-    frames = [pq.read_table(part.path(table)).to_pandas() for part in parts if part.path(table).is_file()]
     if stored is None:  # no whole table yet: the newest part's metadata (cell weights) stands for it
         stored = pq.read_table(parts[-1].path("trials")).slice(0, 0)
     whole = stored.to_pandas() if stored.num_rows else None
-    return stored, merge_parts(whole, frames)
+    return stored, merge_parts(whole, read_parts(parts, table), {p.config_id: p.number for p in parts})

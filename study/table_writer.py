@@ -16,10 +16,10 @@ The whole-study tables are rebuilt after a trial end only when it is worth it:
   trial), unless merging took more than SHARE of the time since the last merge.
 * The statistics (`ranking.parquet`, `gains.parquet`, `importance.parquet` from study/results.py,
   `optuna.log` from study/optuna_export.py) follow a merge unless computing them took more than SHARE
-  (5%) of the driver's time since they were last computed. Their cost grows with the study (every
-  configuration is ranked), so this keeps them to a fixed share of the driver's time however fast
-  trials end; with trials of minutes they follow every merge until a study has thousands of
-  configurations.
+  (1%) of the driver's time since they were last computed. Their cost grows with the study (every
+  configuration is ranked: about 20 s for 1,000 configurations on a busy 2-core machine), so this
+  keeps them to a fixed share of the driver's time however fast trials end: with trials of minutes
+  they follow nearly every merge, with no-op trials they are computed a few times a study.
 * Everything, always, at the end of the study (`write`, from Tune's own record of every trial, by
   study/run.py), which also makes a resumed study's tables those of the uninterrupted one.
 
@@ -38,14 +38,14 @@ import pyarrow.parquet as pq
 from ray.tune import Callback
 
 from study.space import SearchSpace
-from study.table_parts import (drop_merged_parts, last_part_number, parts_through, read_with_parts, unmerged_parts,
-                               write_part)
+from study.table_parts import (drop_merged_parts, last_part_number, parts_through, read_with_parts, rows_table,
+                               unmerged_parts, write_part)
 from study.trial_config import CONFIG_ID
 
 __all__ = ["GROWTH", "SHARE", "TableWriter", "TablesCallback", "TrialEndWrite"]
 
 GROWTH = 0.25
-SHARE = 0.05
+SHARE = 0.01
 UNFINISHED = ("PENDING", "RUNNING", "PAUSED")
 
 
@@ -93,22 +93,22 @@ class TableWriter:
     def record(self, trials: Iterable, trial, status: str) -> TrialEndWrite:
         """After `trial` ended with `status` (Tune's `trials`: every trial of the study): write its
         configuration's rows as a part, then merge and rank if that is due."""
-        from study.trials import configuration_rows, configurations, frames, table_metadata
+        from study.trials import configuration_rows, configurations, table_metadata
 
         began = self.clock()
         config_id = str((trial.config or {}).get(CONFIG_ID, trial.trial_id))
         trials = list(trials)
         same = [t for t in trials if str((t.config or {}).get(CONFIG_ID, t.trial_id)) == config_id]
         [config] = configurations(same or [trial], {trial.trial_id: status})
-        frame, history = frames(*configuration_rows(self.study_dir, self.space, config,
-                                                    budget_name=self.budget_name, epochs=self.epochs))
+        rows, history = configuration_rows(self.study_dir, self.space, config, budget_name=self.budget_name,
+                                           epochs=self.epochs)
         state = self._state()
-        part = write_part(self.study_dir, int(state["next"]), config_id, frame, history,
+        part = write_part(self.study_dir, int(state["next"]), config_id, rows_table(rows), rows_table(history),
                           table_metadata(self.cell_weights, self.manifests))
         state["next"] += 1
-        state["since"] += len(frame)
+        state["since"] += len(rows)
         sizes = part.path("trials").stat().st_size + part.path("history").stat().st_size
-        written = TrialEndWrite(len(frame) + len(history), sizes, self.clock() - began)
+        written = TrialEndWrite(len(rows) + len(history), sizes, self.clock() - began)
         idle = not any(t.status in UNFINISHED for t in trials if t is not trial)
         if self._merge_due(idle):
             merged = self.merge()

@@ -9,6 +9,9 @@
   checkpoint's history, so a resumed trial loses no epoch.
 * `ranks/<config_id>.parquet`: every evaluated query's first-hit rank, every epoch (the statistics
   resample queries, methods.md A.9), copied from the checkpoint.
+
+`configuration_rows` gives one configuration's rows (a trial end writes them as a part,
+study/table_writer.py); `trials_frame` every configuration's, for the tables written whole.
 """
 from __future__ import annotations
 
@@ -157,12 +160,6 @@ def configuration_rows(study_dir: Path, space: SearchSpace, config: Configuratio
     return rows, history_rows
 
 
-def frames(rows: list[dict[str, Any]], history_rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, history) DataFrames of rows from `configuration_rows`."""
-    history = pd.DataFrame(history_rows, columns=None if history_rows else ["config_id", "seed", "epoch"])
-    return uniform_params(pd.DataFrame(rows)), history
-
-
 def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epochs: int,
                  trials: Iterable | None = None, ended: Mapping[str, str] | None = None,
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -176,7 +173,8 @@ def trials_frame(study_dir: Path, space: SearchSpace, *, budget_name: str, epoch
         found, history = configuration_rows(study_dir, space, config, budget_name=budget_name, epochs=epochs)
         rows += found
         history_rows += history
-    return frames(rows, history_rows)
+    history = pd.DataFrame(history_rows, columns=None if history_rows else ["config_id", "seed", "epoch"])
+    return uniform_params(pd.DataFrame(rows)), history
 
 
 def _copy_atomic(source: Path, destination: Path) -> None:

@@ -17,11 +17,12 @@ import pytest
 import study.optuna_export
 import study.results
 import study.trials
-from study.parquet_io import write_parquet_atomic
+from study.parquet_io import CELL_WEIGHTS_KEY, write_parquet_atomic
 from study.space import load_space
-from study.table_parts import PARTS_DIR, parts_through, unmerged_parts
+from study.table_parts import PARTS_DIR, parts_through, read_with_parts, rows_table, unmerged_parts, write_part
 from study.table_writer import GROWTH, SHARE, TableWriter, TablesCallback
 from study.tables import read_study, read_trials
+from study.trials import table_metadata
 from study.trial_config import CONFIG_ID, ROLE, UNTIL
 
 SPACE = load_space(Path(__file__).parent / "spaces" / "tiny.yaml")  # seeds 0 and 1
@@ -218,10 +219,10 @@ class Clock:
 
 
 def idle_end(tmp_path, monkeypatch, *, gap: float, running: bool = False) -> bool:
-    """Five trial ends (merged after each; a merge takes 0.5 s), `gap` seconds, then a sixth end
+    """Five trial ends (merged after each; a merge takes 0.1 s), `gap` seconds, then a sixth end
     that the geometric rule does not call for, with nothing else running unless `running`."""
     clock = Clock()
-    clock.slow(monkeypatch, study.trials, "write_trials", 0.5)
+    clock.slow(monkeypatch, study.trials, "write_trials", 0.1)
     callback = TablesCallback(writer(tmp_path / f"study-{gap}-{running}", clock))
     trials = [trial(n) for n in range(1, 7)] + ([trial(7)] if running else [])
     for ending in trials[:5]:
@@ -232,22 +233,22 @@ def idle_end(tmp_path, monkeypatch, *, gap: float, running: bool = False) -> boo
     return bool(callback.writer.last.merged_rows)
 
 
-def test_an_idle_study_merges_unless_that_would_take_over_a_twentieth_of_the_time(tmp_path, monkeypatch,
-                                                                                 no_ranking) -> None:
-    assert SHARE == 0.05
-    assert not idle_end(tmp_path, monkeypatch, gap=5.0)  # 0.5 s of merging in 5 s: too much
-    assert idle_end(tmp_path, monkeypatch, gap=20.0)  # 0.5 s in 20 s: a boundary worth a merge
+def test_an_idle_study_merges_unless_that_would_take_over_a_hundredth_of_the_time(tmp_path, monkeypatch,
+                                                                                  no_ranking) -> None:
+    assert SHARE == 0.01
+    assert not idle_end(tmp_path, monkeypatch, gap=5.0)  # 0.1 s of merging in 5 s: too much
+    assert idle_end(tmp_path, monkeypatch, gap=20.0)  # 0.1 s in 20 s: a boundary worth a merge
     assert not idle_end(tmp_path, monkeypatch, gap=20.0, running=True)  # not a boundary: the rule waits
 
 
 @pytest.mark.parametrize("gap, ranked", [(1.0, [1, 12, 24, 38]), (20.0, merge_points(40))])
-def test_the_statistics_take_at_most_a_twentieth_of_the_drivers_time(tmp_path, monkeypatch, gap, ranked) -> None:
-    """Ranking takes 0.5 s here; trials end `gap` s apart. With 1 s, counted by hand: ranked at the
-    first merge (t 0 -> 0.5), then at the first merge 10 s after that one ended (end 12 at t 11.5),
-    and so on; with 20 s, after every merge."""
+def test_the_statistics_take_at_most_a_hundredth_of_the_drivers_time(tmp_path, monkeypatch, gap, ranked) -> None:
+    """Ranking takes 0.1 s here; trials end `gap` s apart. With 1 s, counted by hand: ranked at the
+    first merge (t 0 -> 0.1), then at the first merge 10 s after that one ended (end 12 at t 11.1,
+    done at 11.2), then end 24 (t 23.2), end 38 (t 37.3); with 20 s, after every merge."""
     clock = Clock()
     def write_tables(study_dir):
-        clock.now += 0.5
+        clock.now += 0.1
         return pd.DataFrame()
     monkeypatch.setattr(study.results, "write_tables", write_tables)
     monkeypatch.setattr(study.optuna_export, "write_optuna_journal", lambda *args, **kwargs: None)
@@ -272,3 +273,25 @@ def test_a_real_merge_ranks_and_exports(tmp_path) -> None:
     assert sorted(ranking["config_id"]) == ["c0001", "c0002", "c0003"]
     assert ranking.iloc[0]["config_id"] == "c0003"  # recall@1 grows with the configuration's number
     assert (study_dir / "optuna.log").is_file()
+
+
+def test_a_choice_that_mixes_types_is_stored_as_text_when_parts_merge(tmp_path, no_ranking) -> None:
+    study_dir = tmp_path / "study"
+    callback = TablesCallback(writer(study_dir))
+    trials = [trial(n) for n in range(1, 4)]
+    trials[1].config["K"] = "batch"  # K: [4, batch] as a space may choose; each part holds one type
+    for ending in trials:
+        end(callback, trials, ending)
+    stored = pd.read_parquet(study_dir / "trials.parquet").drop_duplicates("config_id")
+    assert list(stored["param/K"]) == ["4", "batch", "4"]
+    assert list(read_trials(study_dir)[0].drop_duplicates("config_id")["param/K"]) == ["4", "batch", "4"]
+
+
+def test_parts_read_together_the_latest_of_a_configuration_winning(tmp_path) -> None:
+    metadata = table_metadata(WEIGHTS)
+    for number, config_id, k in ((1, "c0001", 2), (2, "c0002", "batch"), (3, "c0001", 8)):
+        row = {"config_id": config_id, "seed": 0, "status": "TERMINATED", "param/K": k}
+        write_part(tmp_path, number, config_id, rows_table([row]), rows_table([]), metadata)
+    stored, rows = read_with_parts(tmp_path, "trials")
+    assert rows[["config_id", "param/K"]].values.tolist() == [["c0001", "8"], ["c0002", "batch"]]
+    assert json.loads(stored.schema.metadata[CELL_WEIGHTS_KEY]) == WEIGHTS  # no whole table yet: a part's
