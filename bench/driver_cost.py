@@ -24,26 +24,29 @@ each figure next to its target, and how busy the machine was.
   seconds over the first and the last 100 trial ends, the rows written per trial end counting the
   merges, and the merges' and the statistics' counts and seconds.
 * The machine is shared: the load average and the CPU share other processes took while each driver
-  ran (all busy CPU time less the bench's own processes'; processes of the bench that ended count as
-  others, so it is an upper bound) are printed with each run.
+  ran (bench/contention.py: all busy CPU time less the bench's own processes') are printed with each
+  run.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.contention import CpuSampler  # noqa: E402
 
 SPACE = Path(__file__).with_name("driver_cost.yaml")
 TARGET_CPU_RATIO = 1.2  # ours / raw Tune's driver CPU seconds per trial, at most
@@ -61,7 +64,7 @@ def noop(config: dict[str, Any]) -> None:
 
     from study.trial_run import seed_prefix
 
-    score = (hash(json.dumps({k: str(v) for k, v in sorted(config.items())})) % 1000) / 1000
+    score = zlib.crc32(json.dumps(config, sort_keys=True, default=str).encode()) % 1000 / 1000
     result = {"epoch": 1, "whm": score, "time/total_s": 0.01}
     for seed in (0,):
         prefix = seed_prefix(seed)
@@ -163,44 +166,20 @@ def drive(arm: str, address: str, configs: int, work: Path, out: Path) -> None:
     out.write_text(json.dumps(measured))
 
 
-def _busy_s() -> float:
-    """CPU seconds every process of the machine spent so far (/proc/stat, all but idle and iowait)."""
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
-
-
-def _tree_cpu_s(seen: dict[int, float]) -> float:
-    """CPU seconds of this process and every descendant alive now, remembering each one's last value
-    in `seen` (pid -> seconds) so the caller can sum over processes that ended."""
-    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-            seen[process.pid] = times.user + times.system + times.children_user + times.children_system
-        except psutil.Error:
-            continue
-    return sum(seen.values())
-
-
-def run_arm(arm: str, address: str, configs: int, work: Path) -> dict[str, Any]:
+def run_arm(arm: str, address: str, configs: int, work: Path, sampler) -> dict[str, Any]:
     """One driver process; returns its measurements with the machine's load while it ran."""
     out = work / f"{arm}.json"
-    load_before, busy_before, seen = os.getloadavg()[0], _busy_s(), {}
-    own_before = _tree_cpu_s(seen)
-    began = time.monotonic()
+    load_before, began = os.getloadavg()[0], time.time()
     with open(work / f"{arm}.log", "w") as log:
-        process = subprocess.Popen([sys.executable, __file__, "--drive", arm, "--address", address, "--configs",
-                                    str(configs), "--work", str(work / arm), "--out", str(out)],
-                                   stdout=log, stderr=subprocess.STDOUT)
-        while process.poll() is None:
-            _tree_cpu_s(seen)
-            time.sleep(1.0)
-    if process.returncode != 0:
+        code = subprocess.call([sys.executable, __file__, "--drive", arm, "--address", address, "--configs",
+                                str(configs), "--work", str(work / arm), "--out", str(out)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    if code != 0:
         tail = (work / f"{arm}.log").read_text()[-4000:]
-        raise SystemExit(f"the {arm} driver failed (exit {process.returncode}); the end of its log:\n{tail}")
-    wall = time.monotonic() - began
-    others = max(0.0, (_busy_s() - busy_before) - (_tree_cpu_s(seen) - own_before))
+        raise SystemExit(f"the {arm} driver failed (exit {code}); the end of its log:\n{tail}")
+    sampler.sample()
     measured = json.loads(out.read_text())
-    measured.update(load=(load_before, os.getloadavg()[0]), others_share=others / (wall * psutil.cpu_count()))
+    measured.update(load=(load_before, os.getloadavg()[0]), others_share=sampler.share(began, time.time()))
     return measured
 
 
@@ -239,7 +218,8 @@ def verdict(ok: bool) -> str:
 def report(ours: dict[str, Any], raw: dict[str, Any], configs: int, early: int, began: float) -> None:
     fit_ours, cpu_ours, cpu_raw = per_trial_cpu_ms(ours, "fit_cpu_s"), per_trial_cpu_ms(ours), per_trial_cpu_ms(raw)
     growth = {arm: rss_growth_mb(m["ends"], early) for arm, m in (("ours", ours), ("raw", raw))}
-    written = writing(ours["ends"], min(WINDOW, len(ours["ends"])))
+    window = min(WINDOW, len(ours["ends"]) // 2)  # the first and the last ends apart
+    written = writing(ours["ends"], window)
     print(f"\ndriver cost per trial, {configs} configurations of a no-op trainable, {NODES}-node local cluster "
           f"({NODES} x {CPUS_PER_NODE} logical CPUs), {ours['trials']} / {raw['trials']} trials "
           f"({ours['errors']} / {raw['errors']} failed), concurrency as the space's budget")
@@ -259,13 +239,13 @@ def report(ours: dict[str, Any], raw: dict[str, Any], configs: int, early: int, 
         name = f"driver RSS growth per trial, trial {early} -> {configs}, {'cirstudy' if arm == 'ours' else 'raw Tune'}"
         value = growth[arm]
         print(f"{name:66s} {value * 1024:17.1f} KiB {'<= 1 MB':>10s}  {verdict(value <= TARGET_RSS_MB)}")
-    print(f"{'bytes written per trial end, first / last ' + str(WINDOW):66s} "
+    print(f"{'bytes written per trial end, first / last ' + str(window):66s} "
           f"{written['bytes_first']:9.0f} / {written['bytes_last']:<9.0f} {'no growth':>10s}  "
           f"{verdict(written['bytes_last'] <= 1.1 * written['bytes_first'])}")
-    print(f"{'ms per trial end (the part), first / last ' + str(WINDOW):66s} "
+    print(f"{'ms per trial end (the part), first / last ' + str(window):66s} "
           f"{written['ms_first']:9.1f} / {written['ms_last']:<9.1f} {'no growth':>10s}  "
           f"{verdict(written['ms_last'] <= 1.5 * written['ms_first'])}")
-    print(f"{'rows written per trial end with merges, first ' + str(WINDOW) + ' / all':66s} "
+    print(f"{'rows written per trial end with merges, first ' + str(window) + ' / all':66s} "
           f"{written['rows_first']:9.1f} / {written['rows_all']:<9.1f} {'O(1)':>10s}  "
           f"(rewriting the tables at every end: {written['every_end_rows']:.0f} / end)")
     n = len(ours["ends"])
@@ -300,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray.cluster_utils import Cluster
 
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="driver_cost_") as scratch:
+    with tempfile.TemporaryDirectory(prefix="driver_cost_") as scratch, CpuSampler() as sampler:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": CPUS_PER_NODE, "include_dashboard": False})
@@ -311,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             measured = {}
             for arm in ("raw", "ours"):
                 print(f"running {arm} ({args.configs} configurations) ...", file=sys.stderr, flush=True)
-                measured[arm] = run_arm(arm, cluster.address, args.configs, work)
+                measured[arm] = run_arm(arm, cluster.address, args.configs, work, sampler)
         finally:
             cluster.shutdown()
     report(measured["ours"], measured["raw"], args.configs, early, began)

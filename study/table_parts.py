@@ -14,7 +14,8 @@ the later parts over it, a configuration's rows in a later part replacing its ea
 scheduler trains one configuration over several trials). Parts already merged are deleted after the
 merge; one left behind (a driver killed between the two) is skipped by its number.
 
-No Ray and no torch here: `study.tables` (the report's and `study.results`' reader) imports this.
+Pandas and pyarrow only (no Ray, no torch): `study.tables` (`study.results`' reader) imports this,
+and so can a reader that must stay light, such as study/report/inputs.py.
 """
 from __future__ import annotations
 

@@ -1,0 +1,61 @@
+"""bench/driver_cost.py's arithmetic on measurements written by hand (the benchmark itself needs a
+Ray cluster and minutes: it is run by hand, its figures are in the README)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.driver_cost import MB, main, noop, per_trial_cpu_ms, rss_growth_mb, writing  # noqa: E402
+
+
+def ends(n: int, *, rss_step: int, merged_at: dict[int, int]) -> list[dict]:
+    """n trial ends: RSS grows `rss_step` bytes per end; a part of 2 rows, 1,000 bytes, 5 ms each;
+    `merged_at`: end number -> rows merged there (each merge 10 ms; statistics after the first)."""
+    return [{"cpu_s": 0.1 * i, "rss": 100 * MB + rss_step * i, "t": float(i), "part_rows": 2, "part_bytes": 1000,
+             "part_s": 0.005, "merged_rows": merged_at.get(i, 0), "merge_s": 0.01 if i in merged_at else 0.0,
+             "ranked": i == 1, "rank_s": 0.5 if i == 1 else 0.0} for i in range(1, n + 1)]
+
+
+def test_rss_growth_is_per_trial_end_after_the_early_one() -> None:
+    found = ends(10, rss_step=MB // 2, merged_at={})
+    assert rss_growth_mb(found, 2) == pytest.approx(0.5)  # (ends[9] - ends[1]) / 8 ends
+    assert rss_growth_mb(found, 10) != rss_growth_mb(found, 10)  # nothing after the last: NaN
+
+
+def test_writing_sums_parts_merges_and_statistics() -> None:
+    found = ends(10, rss_step=0, merged_at={1: 4, 2: 8, 5: 20})
+    written = writing(found, 2)
+    assert written["bytes_first"] == written["bytes_last"] == 1000
+    assert written["ms_first"] == pytest.approx(5.0)
+    assert written["rows_first"] == pytest.approx((2 + 4 + 2 + 8) / 2)
+    assert written["rows_all"] == pytest.approx((10 * 2 + 4 + 8 + 20) / 10)
+    assert (written["merges"], written["merge_s"], written["ranks"], written["rank_s"]) == (3, pytest.approx(0.03), 1, 0.5)
+    assert written["every_end_rows"] == pytest.approx(2 * sum(range(1, 11)) / 10)  # all rows again at every end
+
+
+def test_cpu_per_trial() -> None:
+    assert per_trial_cpu_ms({"cpu_s": 8.0, "fit_cpu_s": 6.0, "trials": 100}) == pytest.approx(80.0)
+    assert per_trial_cpu_ms({"cpu_s": 8.0, "fit_cpu_s": 6.0, "trials": 100}, "fit_cpu_s") == pytest.approx(60.0)
+
+
+def test_too_few_configurations_are_refused(capsys) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--configs", "5"])
+    assert stopped.value.code == 2 and "--configs must be at least 10, got 5" in capsys.readouterr().err
+
+
+def test_the_no_op_reports_one_result_of_a_real_trials_shape(monkeypatch) -> None:
+    from ray import tune
+
+    reported = []
+    monkeypatch.setattr(tune, "report", reported.append)
+    config = {"composer": "tirg", "K": 8, "__config__": "c0001"}
+    noop(config)
+    noop(dict(config))
+    [first, again] = reported
+    assert first == again and first["epoch"] == 1 and 0 <= first["whm"] < 1  # the same configuration, the same score
+    assert first["seed/0/recall/css/test@10"] == first["whm"] and first["seed/0/whm"] == first["whm"]
