@@ -5,6 +5,7 @@ data, in the steady state. Target >= 1.6x.
     python bench/dp_scaling.py                                   # 3-6 minutes on 2 cores (busy: 6)
     python bench/dp_scaling.py --rounds 2 --epochs 3             # alternate twice (about 9 minutes when busy)
     python bench/dp_scaling.py --epochs 2 --scale 0.01           # a quick look (noisier)
+    python bench/dp_scaling.py --profile --epochs 3              # and rank 0's torch.profiler table of each run
 
 The configuration is bench/trial_overhead.py's: tirg + none (K 8) on css at scale 0.05, small_cnn,
 embed 128, global batch 32 (16 per worker with 2), one intra-op thread per worker, seed 0.
@@ -67,6 +68,7 @@ class ScalingRun:
     epochs: int
     cache_dir: str
     out: str  # rank 0 writes its epochs here as JSON (the nodes are this machine: one filesystem)
+    profile: bool = False  # rank 0 profiles its last epoch with torch.profiler, table beside `out`
 
 
 def budget_for(workers: int, *, scale: float):
@@ -78,6 +80,19 @@ def budget_for(workers: int, *, scale: float):
 
 
 # ---------------------------------------------------------------- on the workers
+
+
+PROFILE_ROWS = 14
+
+
+def _profiler(enabled: bool):
+    """torch.profiler over CPU operators (collectives included: their time is the wait for the
+    other rank too), or nothing."""
+    from contextlib import nullcontext
+
+    from torch.profiler import ProfilerActivity, profile
+
+    return profile(activities=[ProfilerActivity.CPU]) if enabled else nullcontext()
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -106,11 +121,16 @@ def train_loop(config: dict[str, Any]) -> None:
     epochs = []
     for epoch in range(spec.epochs):
         steps = sum(len(r.steps(run.epoch, rank, world)) for r in run.all_runs())
+        profiler = _profiler(spec.profile and rank == 0 and epoch == spec.epochs - 1)
         barrier()
         began, cpu = time.time(), time.process_time()
-        run.train_epoch()
+        with profiler:
+            run.train_epoch()
         barrier()
         ended, cpu = time.time(), time.process_time() - cpu
+        if spec.profile and rank == 0 and epoch == spec.epochs - 1:
+            table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=PROFILE_ROWS)
+            Path(spec.out).with_suffix(".profile.txt").write_text(table)
         run.epoch += 1
         cpus: list[Any] = [cpu]
         if world > 1:
@@ -238,8 +258,10 @@ def prepare_data(scale: float, cache_dir: Path):
     return entry, data
 
 
-def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir: Path, storage: Path) -> str:
-    """One TorchTrainer run; returns rank 0's epochs (JSON)."""
+def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir: Path, storage: Path,
+        profile: bool = False) -> str:
+    """One TorchTrainer run; returns rank 0's epochs (JSON) (and with `profile`, its profile of the
+    last epoch beside it: profile_table)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -247,7 +269,7 @@ def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir
     out = storage / f"{name}.json"
     storage.mkdir(parents=True, exist_ok=True)
     spec = ScalingRun(budget=budget_for(workers, scale=scale), dataset=entry, epochs=epochs, cache_dir=str(cache_dir),
-                      out=str(out))
+                      out=str(out), profile=profile)
     trainer = TorchTrainer(
         train_loop, train_loop_config={"spec": spec},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1.0},
@@ -258,6 +280,12 @@ def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir
     return out.read_text()
 
 
+def profile_table(storage: Path, workers: int, round: int) -> str | None:
+    """Rank 0's torch.profiler table of a --profile run, if it wrote one."""
+    path = storage / f"dp-{workers}w-round{round}.profile.txt"
+    return path.read_text() if path.is_file() else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one warm-up (>= 2)")
@@ -266,11 +294,16 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=0.05, help="css's generated size (0.05: 28 steps an epoch)")
     parser.add_argument("--max-contention", type=float, default=0.05,
                         help="leave out epochs during which other processes used more of the machine")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile each run's last epoch on rank 0 with torch.profiler and print the tables "
+                             "(that epoch is left out of the figure)")
     parser.add_argument("--workdir", type=Path, help="keep the cache and Train's folders here (default: a "
                                                      "temporary folder, removed afterwards)")
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error(f"--epochs must be at least 2 (the first is warm-up), got {args.epochs}")
+    if args.profile and args.epochs < 3:
+        parser.error(f"--profile needs --epochs of at least 3 (warm-up, measured, profiled), got {args.epochs}")
     if args.rounds < 1:
         parser.error(f"--rounds must be a positive integer, got {args.rounds}")
     if not 0 < args.scale <= 1:
@@ -285,6 +318,7 @@ def main() -> int:
     load_before = os.getloadavg()
     began = time.time()
     measured: list[Epoch] = []
+    tables: dict[tuple[int, int], str | None] = {}
     with tempfile.TemporaryDirectory(prefix="cirstudy-dp-scaling-") as scratch:
         work = args.workdir or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -299,7 +333,9 @@ def main() -> int:
                 for round in range(1, args.rounds + 1):
                     for workers in WORKER_COUNTS:
                         record = fit(workers, round, entry=entry, epochs=args.epochs, scale=args.scale,
-                                     cache_dir=work / "cache", storage=work / "train")
+                                     cache_dir=work / "cache", storage=work / "train", profile=args.profile)
+                        if args.profile:
+                            tables[(workers, round)] = profile_table(work / "train", workers, round)
                         for e in parse_epochs(record, workers=workers, round=round):
                             epoch = Epoch(workers, round, e["epoch"], e["ended"] - e["began"], e["samples"],
                                           tuple(e["cpu_s"]), sampler.share(e["began"], e["ended"]))
@@ -313,6 +349,8 @@ def main() -> int:
             cluster.shutdown()
     load_after = os.getloadavg()
 
+    if args.profile:  # the profiled last epoch of each run ran slower
+        measured = [e for e in measured if e.epoch < args.epochs]
     runs = {w: kept(steady([e for e in measured if e.workers == w]), args.max_contention) for w in WORKER_COUNTS}
     rates = {w: [e.rate for e in runs[w][0]] for w in WORKER_COUNTS}
     figure = scaling(rates[1], rates[2])
@@ -350,6 +388,9 @@ def main() -> int:
         print(f"WARNING: contended: other processes took up to {worst:.0%} of the machine during the kept epochs "
               f"({' and '.join(f'{w} worker(s)' for w in contended)} had no epoch under {args.max_contention:.0%}); "
               "2 workers need both cores, so the figure is low by about that much")
+    for (workers, round), table in tables.items():
+        print(f"\nrank 0 of {workers} worker(s), round {round}, epoch {args.epochs} (torch.profiler, self CPU; a "
+              f"collective's time includes waiting for the other rank):\n{table or 'no profile written'}")
     return 0
 
 
