@@ -17,7 +17,9 @@ The -quickgelu configs are the ones OpenAI's weights were trained with.
 What the towers give (ImageFeatures, models/encoders.py):
 - vector: CLIP's image embedding (attention pool for RN50, class token for ViT), width = CLIP's.
 - last_map / mid_map: RN50's layer4 (2048, 7, 7) and layer2 (512, 28, 28) maps; for a ViT the patch
-  tokens of the last and of the middle block as (width, g, g) grids (g = 7 for ViT-B/32 at 224 px).
+  tokens entering its last block and leaving its middle block as (width, g, g) grids (g = 7 for
+  ViT-B/32 at 224 px). With frozen weights the last map is a leaf of the graph (graph_leaf), so
+  MMGrad and the probes' Grad-CAM can still differentiate w.r.t. it.
 - Input: the pipeline hands every encoder ImageNet-normalised images at the dataset's size; the tower
   re-maps the channels to CLIP's statistics (an exact per-channel affine map) and resizes to the
   architecture's size (bicubic, antialiased) when the images are another size: give `image_size:
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.encoders import ENCODERS, IMAGENET_MEAN, IMAGENET_STD, Encoders, ImageFeatures
+from models.encoders import ENCODERS, IMAGENET_MEAN, IMAGENET_STD, Encoders, ImageFeatures, graph_leaf
 
 __all__ = ["ClipEncoders", "ClipTokenizer", "ClipResNetTower", "ClipViTTower", "ClipTextTower", "load_clip_weights"]
 
@@ -80,26 +82,44 @@ class ClipResNetTower(nn.Module):
     def forward(self, images: Tensor) -> ImageFeatures:  # images (B, 3, H, W), ImageNet-normalised
         v = self.visual
         mid = v.layer2(v.layer1(v.stem(self.input(images))))  # (B, C2, S/8, S/8)
-        last = v.layer4(v.layer3(mid))  # (B, C, S/32, S/32)
+        last = graph_leaf(v.layer4(v.layer3(mid)))  # (B, C, S/32, S/32)
         return ImageFeatures(v.attnpool(last), last, mid)  # vector (B, width)
 
 
 class ClipViTTower(nn.Module):
-    """open_clip's VisionTransformer, returning the patch tokens of its middle and last blocks as grids."""
+    """open_clip's VisionTransformer, returning the patch tokens entering its last block and those leaving
+    its middle block as (width, g, g) grids. The last map is the last block's input rather than its
+    output, as Grad-CAM on ViTs takes it: the class token after the last block does not depend on that
+    block's own patch outputs, so a map of them would have no gradient."""
 
     def __init__(self, visual: nn.Module, image_size: int) -> None:
         super().__init__()
         self.input = _ClipInput(image_size)
         self.visual = visual
-        blocks = len(visual.transformer.resblocks)
-        self.blocks = [max(blocks // 2 - 1, 0), blocks - 1]  # the middle block's tokens, the last one's
+        self.mid_block = max(len(visual.transformer.resblocks) // 2 - 1, 0)
         self.last_channels = self.mid_channels = visual.transformer.width
         self.fc = None
 
     def forward(self, images: Tensor) -> ImageFeatures:  # images (B, 3, H, W), ImageNet-normalised
-        out = self.visual.forward_intermediates(self.input(images), indices=self.blocks, output_fmt="NCHW")
-        mid, last = out["image_intermediates"]  # (B, width, g, g) each
-        return ImageFeatures(out["image_features"], last, mid)  # vector (B, width)
+        v = self.visual  # open_clip's own steps (_embeds, _pool), so the vector is exactly visual(x)
+        x = v._embeds(self.input(images))  # (B, 1 + g*g, W): class token, then patches row by row
+        *blocks, final = v.transformer.resblocks
+        mid = x
+        for i, block in enumerate(blocks):
+            x = block(x)
+            if i == self.mid_block:
+                mid = x
+        last = graph_leaf(_grid(x))  # (B, W, g, g)
+        x = final(torch.cat([x[:, :1], last.flatten(2).transpose(1, 2)], dim=1))  # the last block reads the map
+        pooled, _ = v._pool(x)  # (B, W)
+        return ImageFeatures(pooled @ v.proj, last, _grid(mid))  # vector (B, width)
+
+
+def _grid(tokens: Tensor) -> Tensor:
+    """(B, 1 + g*g, W) tokens -> (B, W, g, g) grid of the patch tokens."""
+    b, n, w = tokens.shape
+    g = int(round((n - 1) ** 0.5))
+    return tokens[:, 1:].reshape(b, g, g, w).permute(0, 3, 1, 2)
 
 
 class ClipTextTower(nn.Module):

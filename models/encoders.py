@@ -22,7 +22,7 @@ from models.registry import Registry
 from models.text import TextEncoder, Tokenizer, Vocabulary
 
 __all__ = ["ENCODERS", "IMAGE_ENCODERS", "Encoders", "ImageFeatures", "MissingFeatures", "SmallCnn", "ResNet18",
-           "encoder_class", "normalize_images"]
+           "encoder_class", "graph_leaf", "normalize_images"]
 
 IMAGE_ENCODERS = Registry(
     "image encoder",
@@ -48,7 +48,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class MissingFeatures(RuntimeError):
     """Something read a part of ImageFeatures that its source does not hold (cached frozen features
-    keep the global vector only); the message says which part and why."""
+    keep the global vector only): `part` names it, `why` says why it is absent."""
+
+    def __init__(self, part: str, why: str) -> None:
+        super().__init__(f"{part} is not available: {why}")
+        self.part, self.why = part, why
 
 
 class ImageFeatures:
@@ -74,14 +78,24 @@ class ImageFeatures:
     @property
     def last_map(self) -> Tensor:
         if self._last_map is None:
-            raise MissingFeatures(f"the last conv map (ImageFeatures.last_map) is not available: {self.missing}")
+            raise MissingFeatures("the last conv map (ImageFeatures.last_map)", self.missing)
         return self._last_map
 
     @property
     def mid_map(self) -> Tensor:
         if self._mid_map is None:
-            raise MissingFeatures(f"the layer2-level map (ImageFeatures.mid_map) is not available: {self.missing}")
+            raise MissingFeatures("the layer2-level map (ImageFeatures.mid_map)", self.missing)
         return self._mid_map
+
+
+def graph_leaf(feature_map: Tensor) -> Tensor:
+    """A conv map that the rest of the model may differentiate w.r.t. (MMGrad, the probes' Grad-CAM).
+    After frozen layers nothing tracks a graph, so the map becomes a leaf that requires grad (in grad
+    mode): the global vector computed from it then carries d vector / d map, and no gradient reaches
+    the frozen layers. After trained layers (or under no_grad) the map is returned as it is."""
+    if torch.is_grad_enabled() and not feature_map.requires_grad:
+        return feature_map.detach().requires_grad_()
+    return feature_map
 
 
 def normalize_images(images: Tensor) -> Tensor:
@@ -121,7 +135,7 @@ class SmallCnn(nn.Module):
 
     def forward(self, images: Tensor) -> ImageFeatures:  # images (B, 3, H, W)
         mid = self.stage2(self.stage1(images))  # (B, C2, H/4, W/4)
-        last = self.stage4(self.stage3(mid))  # (B, C4, H/16, W/16)
+        last = graph_leaf(self.stage4(self.stage3(mid)))  # (B, C4, H/16, W/16)
         vector = self.fc(last.mean(dim=(2, 3)))  # (B, D)
         return ImageFeatures(vector=vector, last_map=last, mid_map=mid)
 
@@ -143,7 +157,7 @@ class ResNet18(nn.Module):
 
     def forward(self, images: Tensor) -> ImageFeatures:  # images (B, 3, H, W)
         mid = self.layer2(self.layer1(self.stem(images)))  # (B, 128, H/8, W/8)
-        last = self.layer4(self.layer3(mid))  # (B, 512, H/32, W/32)
+        last = graph_leaf(self.layer4(self.layer3(mid)))  # (B, 512, H/32, W/32)
         vector = self.fc(last.mean(dim=(2, 3)))  # (B, D)
         return ImageFeatures(vector=vector, last_map=last, mid_map=mid)
 

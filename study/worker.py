@@ -121,6 +121,7 @@ class SeedRun:
     optimizer: torch.optim.Optimizer
     step: int = 0
     features: dict[str, SplitFeatures] | None = None  # split -> cached features, when the trial trains on them
+    fingerprint: str | None = None  # of the frozen encoders (models/model.py encoders_fingerprint); None: trained
 
     @classmethod
     def build(cls, share: DatasetShare, trial: TrialConfig, budget: Budget, *, seed: int,
@@ -153,7 +154,8 @@ class SeedRun:
                     device=device, fingerprint=fingerprint) for split in ("train", "test")}
         optimizer = torch.optim.SGD(_parameter_groups(model, objective, budget), lr=budget.lr, momentum=0.9,
                                     weight_decay=budget.weight_decay)
-        return cls(share, seed, trial, budget, device, model, objective, optimizer, features=features)
+        return cls(share, seed, trial, budget, device, model, objective, optimizer, features=features,
+                   fingerprint=fingerprint)
 
     @property
     def name(self) -> str:
@@ -224,15 +226,15 @@ class SeedRun:
             "optimizer": self.optimizer.state_dict(), "vocab": self.share.vocab.to_list(), "step": self.step,
             "model_config": asdict(self.model.config),  # so study.evaluate can rebuild the model
         }
-        if self.model.config.frozen_encoders:
-            state["encoders_fingerprint"] = self.model.encoders_fingerprint()
+        if self.fingerprint is not None:
+            state["encoders_fingerprint"] = self.fingerprint
         return state
 
     def load_state(self, state: dict) -> None:
         if state["vocab"] != self.share.vocab.to_list():
             raise ValueError(f"checkpoint of {self.name!r} was trained with another vocabulary (different data?)")
         saved = state.get("encoders_fingerprint")
-        if saved is not None and saved != self.model.encoders_fingerprint():
+        if saved is not None and saved != self.fingerprint:
             raise ValueError(f"checkpoint of {self.name!r} was trained with other frozen encoders than "
                              f"{self.model.config.image_weights!r} gives now; resume with the original weights file")
         self.model.load_trained_state(state["model"])

@@ -141,3 +141,15 @@ def test_a_model_on_clip_works_in_clips_width_whatever_embed_dim() -> None:
     assert model.embed_dim == 64
     tokens, lengths = ClipTinyEncoders.tokenizer([]).encode(TEXTS[:2])
     assert model.compose(torch.randn(2, 3, 64, 64), tokens, lengths).shape == (2, 64)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "clip_tiny"])
+def test_frozen_encoders_give_a_last_map_to_differentiate_and_take_no_gradient(name: str) -> None:
+    """MMGrad and the probes' Grad-CAM differentiate w.r.t. the last map, also after frozen layers."""
+    torch.manual_seed(0)
+    model = CirModel(ModelConfig(composer="tirg", image_encoder=name, embed_dim=8, vocab_size=4, frozen_encoders=True))
+    features = model.encode_image(torch.randn(2, 3, 64, 64))
+    (gradient,) = torch.autograd.grad(features.vector.sum(), features.last_map, retain_graph=True)
+    assert gradient.shape == features.last_map.shape and gradient.abs().sum() > 0
+    features.vector.sum().backward()
+    assert all(p.grad is None for p in model.encoder_parameters())
