@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,10 @@ from study.data import DatasetError, RetrievalData, Split, open_dataset, open_im
 from study.data.checks import parse_options
 from study.evaluation import EMBED_CHUNK, Images, embed_gallery
 
-__all__ = ["ClassificationResult", "classify_compositions", "composition_pairs", "pair_prototypes"]
+if TYPE_CHECKING:
+    from study.worker import SeedRun
+
+__all__ = ["classify_run", "ClassificationResult", "classify_compositions", "composition_pairs", "pair_prototypes"]
 
 SPLIT_OPTIONS = {"split": "compositions"}  # what the CLI opens unless --option says otherwise
 
@@ -54,6 +57,10 @@ class ClassificationResult:
     all_pairs: int  # train and test pairs
     closed_world_hits: float  # images whose nearest prototype is their pair's; a k-way tie counts 1/k
     all_pairs_hits: float
+    # (images,) per test image, the number of OTHER unseen pairs whose prototype is at least as near as its
+    # own pair's (0 = classified right; a tie counts against it, study.metrics' rule): what a study logs
+    # as the split "classify" (recall/<key>/classify@K = closed-world top-K accuracy) and resamples
+    closed_world_ranks: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long), compare=False)
 
     @property
     def closed_world_top1(self) -> float:
@@ -152,6 +159,17 @@ def _hits(embeddings: torch.Tensor, prototypes: torch.Tensor, truth: torch.Tenso
     return hits
 
 
+def _ranks(embeddings: torch.Tensor, prototypes: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """(N,) long: per row of `embeddings`, how many prototypes other than `truth`'s score >= its own."""
+    ranks = []
+    for start in range(0, len(embeddings), EMBED_CHUNK):
+        scores = embeddings[start : start + EMBED_CHUNK] @ prototypes.T  # (chunk, P)
+        own = scores.gather(1, truth[start : start + EMBED_CHUNK].view(-1, 1))  # (chunk, 1)
+        ahead = (scores >= own).sum(dim=1) - 1  # its own prototype is >= itself
+        ranks.append(torch.where(own.squeeze(1).isnan(), len(prototypes), ahead))  # NaN: a miss at every K
+    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+
+
 def classify_compositions(model: CirModel, data: RetrievalData, images: dict[str, Images], vocab: Vocabulary,
                           device: torch.device) -> ClassificationResult:
     """Closed-world and all-pairs top-1 accuracy of `model` on `data`'s test images (module docstring).
@@ -169,11 +187,20 @@ def classify_compositions(model: CirModel, data: RetrievalData, images: dict[str
     labels = [_pair(label, data.test) for label in data.test.labels]
     closed_rows = torch.tensor([where[pair] for pair in unseen])
     closed_index = {pair: k for k, pair in enumerate(unseen)}
+    closed_truth = torch.tensor([closed_index[p] for p in labels])
     return ClassificationResult(
         images=len(labels), unseen_pairs=len(unseen), all_pairs=len(every),
-        closed_world_hits=_hits(embeddings, prototypes[closed_rows], torch.tensor([closed_index[p] for p in labels])),
+        closed_world_hits=_hits(embeddings, prototypes[closed_rows], closed_truth),
         all_pairs_hits=_hits(embeddings, prototypes, torch.tensor([where[p] for p in labels])),
+        closed_world_ranks=_ranks(embeddings, prototypes[closed_rows], closed_truth),
     )
+
+
+def classify_run(run: "SeedRun") -> ClassificationResult:
+    """The classification of one trained seed's model on its dataset (a study's per-epoch metric). It
+    runs the image encoder on the images, so trials on cached frozen features do not classify."""
+    share = run.share
+    return classify_compositions(run.model, share.data, share.images, share.vocab, run.device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,6 +74,16 @@ class SearchSpace:
         return cell_weights(self.datasets, self.split_weights, self.k_weights, recall_ks)
 
 
+CLASSIFY_SPLIT = "classify"  # the pseudo-split of composition classification (study/classify.py)
+COMPOSITIONS = ("split", "compositions")  # the loader option of mitstates' (and states') composition split
+
+
+def classifies(entry: DatasetEntry) -> bool:
+    """Whether trials classify the unseen compositions of this dataset each epoch: it is opened with
+    mitstates' composition split, so `recall/<key>/classify@K` (closed-world top-K accuracy) exists."""
+    return COMPOSITIONS in entry.options
+
+
 def cell_weights(
     datasets: tuple[DatasetEntry, ...], split_weights: Mapping[str, float], k_weights: Mapping[int, float] | None,
     recall_ks: Mapping[str, tuple[int, ...]],
@@ -81,7 +91,8 @@ def cell_weights(
     """WHM weight of every (dataset, split, K) cell, w_d * w_s * w_K (A.9); weight-0 cells are left
     out. `k_weights` None weighs every K a dataset reports 1. A K with weight > 0 that a dataset
     does not report is an error naming the dataset and its K's: it would drop out of the WHM silently.
-    Keys read "css/test@1"."""
+    Keys read "css/test@1". Split "classify" (top-K accuracy of classifying unseen compositions,
+    study/classify.py) makes cells only for the datasets `classifies` holds."""
     cells = {}
     for entry in datasets:
         ks = tuple(recall_ks[entry.key])
@@ -93,6 +104,8 @@ def cell_weights(
                 f"give those K weight 0, or drop `k_weights` to weigh every reported K 1 (methods.md A.9)"
             )
         for split, w_split in split_weights.items():
+            if split == CLASSIFY_SPLIT and not classifies(entry):
+                continue  # only a composition split has unseen compositions to classify
             for k, w_k in weights.items():
                 weight = entry.weight * w_split * w_k
                 if weight > 0:
@@ -241,8 +254,12 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     datasets = _parse_datasets(path, raw)
 
     splits = raw.get("splits", {"test": 1.0, "train": 0.0})
-    _only_keys(path, splits, {"train", "test"}, "`splits`")
+    _only_keys(path, splits, {"train", "test", CLASSIFY_SPLIT}, "`splits`")
     split_weights = {s: _number(path, splits, s) for s in splits}
+    if split_weights.get(CLASSIFY_SPLIT, 0) > 0 and not any(classifies(e) for e in datasets):
+        raise SpaceError(f"{_where(path, splits, CLASSIFY_SPLIT)}: `splits: {{{CLASSIFY_SPLIT}: ...}}` weighs the "
+                         "classification of unseen compositions, which needs a dataset opened with `split: "
+                         "compositions` (mitstates or states); add one or drop the split")
     k_weights = None
     if raw.get("k_weights") is not None:
         k_raw = raw["k_weights"]

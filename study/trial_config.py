@@ -16,7 +16,7 @@ from models.composers import COMPOSERS, composer_class
 from models.encoders import ENCODERS, encoder_class
 from models.regularizers import REGULARIZERS, regularizer_configs, regularizer_param_names, requirements
 
-from study.space import Budget, SearchSpace, SpaceError
+from study.space import CLASSIFY_SPLIT, Budget, SearchSpace, SpaceError
 
 # Keys the searchers (study/search.py) add to a trial's config beside the hyperparameters:
 CONFIG_ID = "__config__"  # the configuration's id, stable across the trials that train it ("c0003", "b0001")
@@ -104,6 +104,10 @@ def validate_space(space: SearchSpace, budget: Budget) -> None:
                     "K counts the positive plus K-1 in-batch negatives, so lower K or raise batch_size"
                 )
     check_encoders(space, budget)
+    if space.split_weights.get(CLASSIFY_SPLIT, 0) > 0 and budget.cached_features:
+        raise SpaceError(f"{space.path}: `splits: {{{CLASSIFY_SPLIT}: ...}}` classifies unseen compositions by running "
+                         "the image encoder, which trials on cached frozen features never run; set the budget's "
+                         "`feature_cache: false` or drop the split")
 
 
 def check_encoders(space: SearchSpace, budget: Budget) -> None:

@@ -4,7 +4,8 @@ Seeds train one after the other inside the same worker, each with its own random
 (study/randomness.py), so a seed's numbers are the same whether it trains alone or beside other
 seeds, and ASHA and Optuna see the seed mean at equal epochs. Every epoch, rank 0 turns the
 evaluations into metrics (per seed under `seed/<seed>/...` and their mean under the plain names,
-`whm` included), appends them to the trial's history, and keeps each evaluated query's first-hit
+`whm` included; on a composition split also the classification of unseen compositions,
+`classify/<key>/top1` and the pseudo-split `recall/<key>/classify@K` that `splits: {classify: w}` weighs), appends them to the trial's history, and keeps each evaluated query's first-hit
 rank (methods.md A.9: the statistics resample queries). `state()` is everything a checkpoint needs
 for an exact resume: weights, optimisers, step counters, every rank's random state, the history,
 the ranks, and the time spent so far.
@@ -23,8 +24,10 @@ import torch.distributed as dist
 from models.objective import to_floats
 from study.budget import Budget, DatasetEntry
 from study.data import RetrievalData
-from study.metrics import whm
+from study.classify import classify_run
+from study.metrics import recall_from_ranks, whm
 from study.randomness import RandomState
+from study.space import CLASSIFY_SPLIT, classifies
 from study.trial_config import TrialConfig
 from study.worker import DatasetShare, SeedRun
 
@@ -113,11 +116,14 @@ class TrialRun:
                     per_seed.update({f"recall/{key}/{split}@{k}": v for k, v in result.recalls.items()})
                     for part, recalls in result.breakdowns.items():
                         per_seed.update({f"breakdown/{key}/{split}/{part}@{k}": v for k, v in recalls.items()})
-                    ranks = result.ranks.cpu().numpy()
-                    frames.append(pd.DataFrame({
-                        "seed": seed, "epoch": self.epoch + 1, "dataset": key, "split": split,
-                        "query": range(len(ranks)), "rank": ranks,
-                    }))
+                    frames.append(self._rank_frame(seed, key, split, result.ranks))
+                if self.rank == 0 and classifies(run.share.entry) and not self.budget.cached_features:
+                    classified = classify_run(run)
+                    per_seed.update({f"recall/{key}/{CLASSIFY_SPLIT}@{k}": v
+                                     for k, v in recall_from_ranks(classified.closed_world_ranks, run.share.data.recall_ks).items()})
+                    per_seed[f"classify/{key}/top1"] = classified.closed_world_top1
+                    per_seed[f"classify/{key}/all_pairs_top1"] = classified.all_pairs_top1
+                    frames.append(self._rank_frame(seed, key, CLASSIFY_SPLIT, classified.closed_world_ranks))
             if self.rank != 0:
                 continue
             for k in sorted({int(c.rsplit("@", 1)[1]) for c in per_seed if c.startswith("recall/")}):
@@ -130,6 +136,11 @@ class TrialRun:
                                   list(self.cell_weights.values()))
             metrics.update({seed_prefix(seed) + k: v for k, v in per_seed.items()})
         return metrics, frames
+
+    def _rank_frame(self, seed: int, key: str, split: str, ranks: torch.Tensor) -> pd.DataFrame:
+        values = ranks.cpu().numpy()
+        return pd.DataFrame({"seed": seed, "epoch": self.epoch + 1, "dataset": key, "split": split,
+                             "query": range(len(values)), "rank": values})
 
     def epoch_metrics(self, train_logs: Mapping[str, float], evaluation: Mapping[str, float]) -> dict[str, Any]:
         """Per-seed metrics plus their mean over seeds under the plain names (`whm`, `recall/...`)."""

@@ -124,6 +124,20 @@ def test_classifier_equals_a_direct_loop(tiny: tuple, composer: str) -> None:
     assert (result.images, result.unseen_pairs, result.all_pairs) == (14, 7, 24)
     assert result.closed_world_hits == pytest.approx(closed) and result.all_pairs_hits == pytest.approx(everything)
     assert result.closed_world_chance == 1 / 7 and result.all_pairs_chance == 1 / 24
+    assert result.closed_world_ranks.tolist() == loop_closed_ranks(model, data, images, vocab)
+
+
+@torch.no_grad()
+def loop_closed_ranks(model: CirModel, data: RetrievalData, images: dict, vocab: Vocabulary) -> list[int]:
+    """Per test image: how many other unseen pairs score at least as high as its own (ties count against)."""
+    prototypes = loop_prototypes(model, data, images, vocab)
+    closed = sorted(set(data.test.labels))
+    ranks = []
+    for i, label in enumerate(data.test.labels):
+        embedding = model.embed_images(normalize_images(images["test"].gather([i])))[0]
+        scores = {c: float(F.cosine_similarity(embedding, prototypes[c], dim=0)) for c in closed}
+        ranks.append(sum(scores[c] >= scores[label] for c in closed if c != label))
+    return ranks
 
 
 def test_accuracies_by_hand_when_only_the_noun_is_seen(tmp_path: Path) -> None:
