@@ -1,4 +1,5 @@
-"""Every TensorBoard detail of a study: training curves, recalls, probe pictures and the HParams dashboard.
+"""Every TensorBoard detail of a study: training curves, recalls, probe pictures, the reconstruction
+grid of the best configuration (study/reconstruct.py) and the HParams dashboard.
 
 Written from the Tune driver (a `ray.tune.Callback`), so event files land in the study directory
 whatever node a trial ran on. Following platform-notes.md: ONE `hparams_config` summary at the
@@ -84,6 +85,15 @@ def probe_pictures_of(result: Mapping[str, Any], filesystem: pyarrow.fs.FileSyst
     except OSError:  # FileNotFoundError included: a result without pictures, or a checkpoint gone
         return {}
     return pictures
+
+
+def log_picture(run_dir: Path, tag: str, png: Path, *, step: int = 0) -> None:
+    """A PNG file as image `tag` in the TensorBoard run `run_dir` (a new event file, written after the
+    study's: TensorBoard reads a run's files in order, so it shows with the run's curves)."""
+    with Image.open(png) as image:
+        picture = np.asarray(image.convert("RGB"))
+    with SummaryWriter(log_dir=str(run_dir)) as writer:
+        writer.add_image(tag, picture, global_step=step, dataformats="HWC")
 
 
 class TensorBoardCallback(Callback):

@@ -7,7 +7,9 @@ tests and the integration test (on a real smoke study) call `check_report`.
   script, stylesheet link, frame or embedded object, no url() or @import in the CSS;
 * the ranking table's values are ranking.parquet's;
 * the probe pictures of the best configuration and its baseline are embedded when the study has
-  them, and a sentence says so when it has none.
+  them, and a sentence says so when it has none;
+* the reconstruction grids (`<study>/reconstruction/*.png`) are embedded when the study has them, and
+  a sentence says how to make one when it has none.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pandas as pd
 
 from study.report.context import SECTIONS
 from study.report.probes import PROBE_KINDS, probe_folder
+from study.report.reconstruction import reconstruction_pictures
 
 __all__ = ["check_report"]
 
@@ -159,4 +162,10 @@ def check_report(study_dir: str | Path, html: str | Path | None = None) -> list[
                         problems.append(f"probe picture {picture} is not embedded")
         if not found and "No probe pictures in this study" not in text:
             problems.append("the study has no probe pictures and the report does not say so")
+    grids = reconstruction_pictures(study_dir)
+    for grid in grids:
+        if base64.b64encode(grid.read_bytes()).decode("ascii") not in text:
+            problems.append(f"reconstruction picture {grid} is not embedded")
+    if not grids and "No reconstruction in this study" not in text:
+        problems.append("the study has no reconstruction picture and the report does not say how to make one")
     return problems

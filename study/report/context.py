@@ -29,6 +29,7 @@ SECTIONS = {
     "breakdowns": "Breakdowns",
     "cost": "Cost",
     "probes": "Probe queries",
+    "reconstruction": "Composed features as images",
 }
 ALPHA = 0.05  # study.ranking.ALPHA; repeated so the report does not import torch
 TOP_CURVES = 5  # configurations drawn in the learning curves and recall@K lines

@@ -1,7 +1,8 @@
 """The report's sections on the study as a whole, one builder each (`Context` -> `Section`): the
 question, the budget and datasets, the ranking, the gains, the importance and the cost; the
 per-dataset recall sections are in `study.report.recalls`, the probe pictures in
-`study.report.probes`. `BUILDERS` lists all of them in the report's order.
+`study.report.probes`, the composed features as images in `study.report.reconstruction`. `BUILDERS`
+lists all of them in the report's order.
 
 Each builder says in its text what is missing and why (too few configurations for importance, no
 matched baseline), so a section is always there, never silently empty.
@@ -18,6 +19,7 @@ from study.report.context import (ALPHA, SECTIONS, TOP_ROWS, Context, fmt_p, fmt
                                   number_cell, number_cells, picture, signed, text_cell)
 from study.report.inputs import DONE
 from study.report.probes import probes
+from study.report.reconstruction import reconstruction
 from study.report.recalls import breakdowns, curves, generalisation, recall
 
 __all__ = ["BUILDERS", "summary"]
@@ -237,4 +239,5 @@ def cost(context: Context) -> Section:
 
 
 BUILDERS: tuple[Callable[[Context], Section], ...] = (
-    question, setup, ranking, gains, importance, generalisation, curves, recall, breakdowns, cost, probes)
+    question, setup, ranking, gains, importance, generalisation, curves, recall, breakdowns, cost, probes,
+    reconstruction)
