@@ -72,10 +72,11 @@ class TableWriter:
         self.study_dir, self.space, self.budget_name, self.epochs = Path(study_dir), space, budget_name, epochs
         self.cell_weights, self.manifests, self.clock = dict(cell_weights), dict(manifests), clock
         self._session: dict[str, float] | None = None
+        self._by_config: dict[str, list] | None = None  # config id -> its Tune trials, this session
         self.last: TrialEndWrite | None = None  # what the latest trial end wrote (bench/driver_cost.py reads it)
 
     def __getstate__(self) -> dict:  # Tune pickles its callbacks for Tuner.restore: a resumed session reads the disk
-        return {**self.__dict__, "_session": None}
+        return {**self.__dict__, "_session": None, "_by_config": None}
 
     def _state(self) -> dict[str, float]:
         """The next part's number; the rows the merged tables hold and the rows ended since; when the
@@ -96,10 +97,8 @@ class TableWriter:
         from study.trials import configuration_rows, configurations, table_metadata
 
         began = self.clock()
-        config_id = str((trial.config or {}).get(CONFIG_ID, trial.trial_id))
-        trials = list(trials)
-        same = [t for t in trials if str((t.config or {}).get(CONFIG_ID, t.trial_id)) == config_id]
-        [config] = configurations(same or [trial], {trial.trial_id: status})
+        config_id = _config_id(trial)
+        [config] = configurations(self._trials_of(trials, trial, config_id), {trial.trial_id: status})
         rows, history = configuration_rows(self.study_dir, self.space, config, budget_name=self.budget_name,
                                            epochs=self.epochs)
         state = self._state()
@@ -109,7 +108,7 @@ class TableWriter:
         state["since"] += len(rows)
         sizes = part.path("trials").stat().st_size + part.path("history").stat().st_size
         written = TrialEndWrite(len(rows) + len(history), sizes, self.clock() - began)
-        idle = not any(t.status in UNFINISHED for t in trials if t is not trial)
+        idle = not any(t.status in UNFINISHED for t in reversed(trials) if t is not trial)  # newest first: stops early
         if self._merge_due(idle):
             merged = self.merge()
             ranked = self._share_left("ranked_at", "rank_took")
@@ -119,6 +118,19 @@ class TableWriter:
                                     ranked, state["rank_took"] if ranked else 0.0)
         self.last = written
         return written
+
+    def _trials_of(self, trials: list, trial, config_id: str) -> list:
+        """Every Tune trial of `config_id` (the sync scheduler trains a configuration over several),
+        from an index by config id made from `trials` once per session and added to as trials end:
+        no pass over all the study's trials per trial end."""
+        if self._by_config is None:
+            self._by_config = {}
+            for known in trials:
+                self._by_config.setdefault(_config_id(known), []).append(known)
+        same = self._by_config.setdefault(config_id, [])
+        if not any(known is trial for known in same):
+            same.append(trial)
+        return same
 
     def _share_left(self, at: str, took: str) -> bool:
         """Whether the last run of a step (merge or statistics) took at most SHARE of the time since."""
@@ -182,6 +194,10 @@ class TableWriter:
         if rank:
             self.rank(frame)
         return frame
+
+
+def _config_id(trial) -> str:
+    return str((trial.config or {}).get(CONFIG_ID, trial.trial_id))
 
 
 class TablesCallback(Callback):

@@ -11,13 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 import pytest
 
 import study.optuna_export
 import study.results
 import study.trials
-from study.parquet_io import CELL_WEIGHTS_KEY, write_parquet_atomic
+from study.parquet_io import CELL_WEIGHTS_KEY, write_arrow_atomic
 from study.space import load_space
 from study.table_parts import PARTS_DIR, parts_through, read_with_parts, rows_table, unmerged_parts, write_part
 from study.table_writer import GROWTH, SHARE, TableWriter, TablesCallback
@@ -182,10 +182,10 @@ def test_a_new_session_reads_and_merges_what_a_killed_one_left(tmp_path, no_rank
         end(callback, trials, ending)
     left = unmerged_parts(study_dir)  # the merge after 5 holds c0001..c0005; c0006 is a part
     assert [p.config_id for p in left] == ["c0006"]
-    stale = pd.read_parquet(left[0].path("trials")).assign(config_id="c0002")  # a merged part a kill left
-    write_parquet_atomic(stale, study_dir / PARTS_DIR / "000002-c0002.trials.parquet",
-                         metadata=pq.read_schema(left[0].path("trials")).metadata)
-    (study_dir / PARTS_DIR / "000009-c0009.history.parquet").write_bytes(b"half a part")  # killed mid-part
+    stale = feather.read_table(left[0].path("trials")).to_pandas().assign(config_id="c0002")  # a merged part a kill left
+    write_arrow_atomic(stale, study_dir / PARTS_DIR / "000002-c0002.trials.arrow",
+                       metadata=feather.read_table(left[0].path("trials")).schema.metadata)
+    (study_dir / PARTS_DIR / "000009-c0009.history.arrow").write_bytes(b"half a part")  # killed mid-part
     rows = read_trials(study_dir)[0].set_index(["config_id", "seed"])
     assert sorted(rows.index.unique("config_id")) == [f"c{i:04d}" for i in range(1, 7)]
     assert rows.loc[("c0002", 0), "recall/css/test@1"] == result("c0002", 1)["seed/0/recall/css/test@1"]
