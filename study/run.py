@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, RayAddressError) as error:  # what the cluster offers, checked once connected
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return _report(space, study_dir, tables, began)
+    return _report(space, study_dir, tables, began, cache_dir=args.cache_dir)
 
 
 def _tune(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter):
@@ -292,7 +292,7 @@ def _record_callback(settings, tables: TableWriter):
     )
 
 
-def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: float) -> int:
+def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: float, *, cache_dir: str | None) -> int:
     from study import results
     from study.optuna_export import write_optuna_journal
     from study.stop_signal import stop_requested
@@ -312,6 +312,10 @@ def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: flo
     if unfinished or stop_requested():  # a study stopped between rungs has no unfinished row
         print("interrupted: continue with the same command plus --resume", file=sys.stderr)
         return 130
+    if errors < len(configs):  # the best configuration's composed features as images, where CSS is studied
+        from study.reconstruct import reconstruct_for_study
+
+        reconstruct_for_study(study_dir, cache_dir=cache_dir)
     return 1 if len(configs) and errors == len(configs) else 0
 
 
