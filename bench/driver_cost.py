@@ -59,12 +59,16 @@ MB = 2**20
 
 
 def noop(config: dict[str, Any]) -> None:
-    """One result shaped like a real trial's, from the configuration's parameters, and return."""
+    """One result shaped like a real trial's, from the configuration's hyperparameters only (our
+    driver adds control keys to the config; both drivers' samplers must see the same objective),
+    and return."""
     from ray import tune
 
+    from study.trial_config import CONTROL_KEYS
     from study.trial_run import seed_prefix
 
-    score = zlib.crc32(json.dumps(config, sort_keys=True, default=str).encode()) % 1000 / 1000
+    params = {k: v for k, v in config.items() if k not in CONTROL_KEYS}
+    score = zlib.crc32(json.dumps(params, sort_keys=True, default=str).encode()) % 1000 / 1000
     result = {"epoch": 1, "whm": score, "time/total_s": 0.01}
     for seed in (0,):
         prefix = seed_prefix(seed)
@@ -256,6 +260,26 @@ def report(ours: dict[str, Any], raw: dict[str, Any], configs: int, early: int, 
     print(f"\nbench wall time {time.monotonic() - began:.0f} s; {os.cpu_count()} cores")
 
 
+def start_cluster():
+    """The local cluster, NODES nodes of CPUS_PER_NODE logical CPUs; tried twice, since a busy machine
+    sometimes lets a node's start-up time out."""
+    from ray.cluster_utils import Cluster
+
+    for attempt in (1, 2):
+        cluster = Cluster()
+        try:
+            for _ in range(NODES):  # the first is the head
+                cluster.add_node(num_cpus=CPUS_PER_NODE, include_dashboard=False)
+            cluster.wait_for_nodes()
+            return cluster
+        except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on a start-up timeout
+            cluster.shutdown()
+            if attempt == 2:
+                raise SystemExit(f"the local Ray cluster did not start twice ({error}); the machine may be too "
+                                 "busy: try again later") from None
+            print(f"the local Ray cluster did not start ({error}); trying once more", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/driver_cost.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", type=int, default=1000, help="configurations per driver (default 1000)")
@@ -277,16 +301,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if len(get_default_system_temp_dir()) > SOCKET_ROOM:  # Ray's sockets: <temp>/ray/session_.../sockets/...
         os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="dc", dir="/tmp")
-    from ray.cluster_utils import Cluster
 
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="driver_cost_") as scratch, CpuSampler() as sampler:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": CPUS_PER_NODE, "include_dashboard": False})
-        for _ in range(NODES - 1):
-            cluster.add_node(num_cpus=CPUS_PER_NODE)
-        cluster.wait_for_nodes()
+        cluster = start_cluster()
         try:
             measured = {}
             for arm in ("raw", "ours"):

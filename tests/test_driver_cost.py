@@ -53,9 +53,11 @@ def test_the_no_op_reports_one_result_of_a_real_trials_shape(monkeypatch) -> Non
 
     reported = []
     monkeypatch.setattr(tune, "report", reported.append)
-    config = {"composer": "tirg", "K": 8, "__config__": "c0001"}
+    config = {"composer": "tirg", "K": 8}
     noop(config)
-    noop(dict(config))
-    [first, again] = reported
-    assert first == again and first["epoch"] == 1 and 0 <= first["whm"] < 1  # the same configuration, the same score
+    noop({**config, "__config__": "c0001", "__until__": 1, "__role__": "searched"})  # as our driver hands it
+    noop({**config, "K": 2})
+    [first, again, other] = reported
+    assert first == again and first["epoch"] == 1 and 0 <= first["whm"] < 1  # the same parameters, the same score
+    assert other["whm"] != first["whm"]
     assert first["seed/0/recall/css/test@10"] == first["whm"] and first["seed/0/whm"] == first["whm"]
