@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import warnings
 import zipfile
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from models.encoders import ENCODERS, IMAGENET_MEAN, IMAGENET_STD, Encoders, ImageFeatures, graph_leaf
 
@@ -68,6 +70,14 @@ class _ClipInput(nn.Module):
         return x
 
 
+def twice_differentiable() -> AbstractContextManager:
+    """PyTorch's plain attention kernel while a graph is recorded: GA's input-gradient penalty and MMGrad
+    back-propagate through a gradient (double backward), which the fused attention kernels cannot
+    ("derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented").
+    Without a graph (evaluation, feature caching) the fused kernels run."""
+    return sdpa_kernel([SDPBackend.MATH]) if torch.is_grad_enabled() else nullcontext()
+
+
 class ClipResNetTower(nn.Module):
     """open_clip's ModifiedResNet, returning its layer2 and layer4 maps beside the attention-pooled vector."""
 
@@ -83,7 +93,8 @@ class ClipResNetTower(nn.Module):
         v = self.visual
         mid = v.layer2(v.layer1(v.stem(self.input(images))))  # (B, C2, S/8, S/8)
         last = graph_leaf(v.layer4(v.layer3(mid)))  # (B, C, S/32, S/32)
-        return ImageFeatures(v.attnpool(last), last, mid)  # vector (B, width)
+        with twice_differentiable():
+            return ImageFeatures(v.attnpool(last), last, mid)  # vector (B, width)
 
 
 class ClipViTTower(nn.Module):
@@ -105,12 +116,13 @@ class ClipViTTower(nn.Module):
         x = v._embeds(self.input(images))  # (B, 1 + g*g, W): class token, then patches row by row
         *blocks, final = v.transformer.resblocks
         mid = x
-        for i, block in enumerate(blocks):
-            x = block(x)
-            if i == self.mid_block:
-                mid = x
-        last = graph_leaf(_grid(x))  # (B, W, g, g)
-        x = final(torch.cat([x[:, :1], last.flatten(2).transpose(1, 2)], dim=1))  # the last block reads the map
+        with twice_differentiable():
+            for i, block in enumerate(blocks):
+                x = block(x)
+                if i == self.mid_block:
+                    mid = x
+            last = graph_leaf(_grid(x))  # (B, W, g, g)
+            x = final(torch.cat([x[:, :1], last.flatten(2).transpose(1, 2)], dim=1))  # the last block reads the map
         pooled, _ = v._pool(x)  # (B, W)
         return ImageFeatures(pooled @ v.proj, last, _grid(mid))  # vector (B, width)
 

@@ -134,21 +134,25 @@ class BatchFeed:
         ready: queue.Queue = queue.Queue(maxsize=PREFETCH)
         stop = threading.Event()
 
+        def offer(item: HostBatch | BaseException | None) -> bool:
+            """Queue `item` unless the consumer has stopped (it then never reads again: a plain put could
+            wait forever on a full queue, and the consumer's join with it)."""
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def produce() -> None:
             try:
                 for queries in self.steps:
-                    item = self._host_batch(queries)
-                    while not stop.is_set():
-                        try:
-                            ready.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not offer(self._host_batch(queries)):
                         return
-                ready.put(None)
+                offer(None)
             except BaseException as error:  # re-raised in the training thread, which owns the failure
-                ready.put(error)
+                offer(error)
 
         thread = threading.Thread(target=produce, name="cirstudy-feed", daemon=True)
         thread.start()

@@ -172,3 +172,12 @@ def test_a_damaged_feature_folder_is_built_again(css, tmp_path: Path, monkeypatc
     assert calls.images == len(data.train.image_paths)  # the train split again, the test split reused
     assert "damaged feature cache" in capsys.readouterr().err
     assert run.features["train"].text_features([data.train.queries[0].text]).shape == (1, 64)
+
+
+@pytest.mark.parametrize("params, term", [({"regularizer": "mmgrad", "mmgrad_weight": 0.5}, "mmgrad"),
+                                          ({"regularizer": "ga", "ga_strength": 0.01}, "ga_adv")])
+def test_frozen_encoders_run_live_keep_mmgrad_and_gas_input_gradient(css, tmp_path: Path, params, term) -> None:
+    """What cached features refuse works when the frozen encoders run at every step (feature_cache: false)."""
+    run = seed_run(css, tmp_path, replace(FROZEN, feature_cache=False), params={"composer": "tirg", "K": 4, **params})
+    logs = run.train_epoch(0, rank=0, world=1)
+    assert torch.isfinite(logs[f"train/css/loss/{term}"]) and logs[f"train/css/loss/{term}"] > 0
