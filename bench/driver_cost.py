@@ -30,8 +30,10 @@ each figure next to its target, and how busy the machine was.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -53,6 +55,7 @@ TARGET_CPU_RATIO = 1.2  # ours / raw Tune's driver CPU seconds per trial, at mos
 TARGET_RSS_MB = 1.0  # driver RSS growth per trial, at most
 NODES = 3
 CPUS_PER_NODE = 2  # logical: the trials are no-ops
+START_TRIES = 3
 SOCKET_ROOM = 40  # characters of Ray's temp dir that keep its socket paths under 108 bytes
 WINDOW = 100  # trial ends compared at the start and at the end of the study
 MB = 2**20
@@ -156,8 +159,9 @@ def drive_ours(configs: int, space, budget, work: Path) -> dict[str, Any]:
             "errors": len(results.errors), "rows": len(frame), "ends": json.loads(ends.read_text())}
 
 
-def drive(arm: str, address: str, configs: int, work: Path, out: Path) -> None:
-    """The driver process of one arm: join the cluster, run, write the measurements to `out`."""
+def drive(arm: str, address: str, configs: int, work: Path, out: Path, *, profile: bool = False) -> None:
+    """The driver process of one arm: join the cluster, run, write the measurements to `out`; with
+    `profile`, also the driver's CPU per trial in each callback and searcher (`profiled`)."""
     import ray
 
     from study.space import load_space
@@ -166,18 +170,42 @@ def drive(arm: str, address: str, configs: int, work: Path, out: Path) -> None:
     budget = replace(space.budgets["smoke"], num_samples=configs)
     ray.init(address=address, log_to_driver=False, include_dashboard=False)
     work.mkdir(parents=True, exist_ok=True)
-    measured = (drive_ours if arm == "ours" else drive_raw)(configs, space, budget, work)
+    run = drive_ours if arm == "ours" else drive_raw
+    if not profile:
+        out.write_text(json.dumps(run(configs, space, budget, work)))
+        return
+    profiler = cProfile.Profile(time.process_time)
+    measured = profiler.runcall(run, configs, space, budget, work)
+    measured["profile"] = profiled(pstats.Stats(profiler), measured["trials"])
     out.write_text(json.dumps(measured))
 
 
-def run_arm(arm: str, address: str, configs: int, work: Path, sampler) -> dict[str, Any]:
+PROFILED = ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error", "suggest")
+DISPATCH = ("callback.py", "concurrency_limiter.py", "search_generator.py")  # Tune's, around the others
+
+
+def profiled(stats: pstats.Stats, trials: int) -> dict[str, float]:
+    """ms of process CPU per trial in each module's Tune callback hooks and searchers' `suggest`,
+    from a profile on the process clock: every thread's CPU while the function ran, so an upper
+    bound on a busy machine. Tune's dispatch around them (DISPATCH) is left out."""
+    found: dict[str, float] = {}
+    for (filename, _, function), (_, _, _, cumulative, _) in stats.stats.items():
+        if function not in PROFILED or Path(filename).name in DISPATCH:
+            continue
+        module = Path(filename).with_suffix("").parts[-2:]
+        key = f"{'/'.join(module)}.{function}"
+        found[key] = found.get(key, 0.0) + 1000 * cumulative / trials
+    return dict(sorted(found.items(), key=lambda item: -item[1]))
+
+
+def run_arm(arm: str, address: str, configs: int, work: Path, sampler, *, profile: bool = False) -> dict[str, Any]:
     """One driver process; returns its measurements with the machine's load while it ran."""
     out = work / f"{arm}.json"
     load_before, began = os.getloadavg()[0], time.time()
     with open(work / f"{arm}.log", "w") as log:
         code = subprocess.call([sys.executable, __file__, "--drive", arm, "--address", address, "--configs",
-                                str(configs), "--work", str(work / arm), "--out", str(out)],
-                               stdout=log, stderr=subprocess.STDOUT)
+                                str(configs), "--work", str(work / arm), "--out", str(out)]
+                               + (["--profile"] if profile else []), stdout=log, stderr=subprocess.STDOUT)
     if code != 0:
         tail = (work / f"{arm}.log").read_text()[-4000:]
         raise SystemExit(f"the {arm} driver failed (exit {code}); the end of its log:\n{tail}")
@@ -257,15 +285,20 @@ def report(ours: dict[str, Any], raw: dict[str, Any], configs: int, early: int, 
           f"({1000 * written['merge_s'] / n:.1f} ms per trial end); statistics (ranking, gains, importance, "
           f"optuna.log): {written['ranks']} times, {written['rank_s']:.1f} s ({1000 * written['rank_s'] / n:.1f} ms "
           "per trial end)")
+    for arm, m in (("cirstudy", ours), ("raw Tune", raw)):
+        if "profile" in m:
+            print(f"\n{arm} driver, ms of process CPU per trial (cProfile, all threads: upper bounds):")
+            for name, ms in list(m["profile"].items())[:14]:
+                print(f"  {ms:7.1f}  {name}")
     print(f"\nbench wall time {time.monotonic() - began:.0f} s; {os.cpu_count()} cores")
 
 
 def start_cluster():
-    """The local cluster, NODES nodes of CPUS_PER_NODE logical CPUs; tried twice, since a busy machine
-    sometimes lets a node's start-up time out."""
+    """The local cluster, NODES nodes of CPUS_PER_NODE logical CPUs. Tried up to START_TRIES times a
+    minute apart: Ray gives a node 30 s to register, which a busy machine sometimes exceeds."""
     from ray.cluster_utils import Cluster
 
-    for attempt in (1, 2):
+    for attempt in range(1, START_TRIES + 1):
         cluster = Cluster()
         try:
             for _ in range(NODES):  # the first is the head
@@ -274,10 +307,12 @@ def start_cluster():
             return cluster
         except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on a start-up timeout
             cluster.shutdown()
-            if attempt == 2:
-                raise SystemExit(f"the local Ray cluster did not start twice ({error}); the machine may be too "
-                                 "busy: try again later") from None
-            print(f"the local Ray cluster did not start ({error}); trying once more", file=sys.stderr, flush=True)
+            if attempt == START_TRIES:
+                raise SystemExit(f"the local Ray cluster did not start in {START_TRIES} tries ({error}); the "
+                                 "machine is too busy: try again later") from None
+            print(f"the local Ray cluster did not start ({error}); trying again in a minute", file=sys.stderr,
+                  flush=True)
+            time.sleep(60)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", type=int, default=1000, help="configurations per driver (default 1000)")
     parser.add_argument("--early", type=int, help="the trial end RSS growth is counted from (default configs / 5)")
     parser.add_argument("--work", type=Path, help="where the studies go (default: a temporary folder, removed)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print each driver's CPU per trial by callback and searcher (cProfile: the "
+                             "figures above then include the profiler's own cost)")
     parser.add_argument("--drive", choices=("ours", "raw"), help=argparse.SUPPRESS)  # a driver process
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -292,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.configs < 10:
         parser.error(f"--configs must be at least 10, got {args.configs}")
     if args.drive:
-        drive(args.drive, args.address, args.configs, args.work, args.out)
+        drive(args.drive, args.address, args.configs, args.work, args.out, profile=args.profile)
         return 0
     early = args.early or max(1, args.configs // 5)
     if not 1 <= early < args.configs:
@@ -311,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             measured = {}
             for arm in ("raw", "ours"):
                 print(f"running {arm} ({args.configs} configurations) ...", file=sys.stderr, flush=True)
-                measured[arm] = run_arm(arm, cluster.address, args.configs, work, sampler)
+                measured[arm] = run_arm(arm, cluster.address, args.configs, work, sampler, profile=args.profile)
         finally:
             cluster.shutdown()
     report(measured["ours"], measured["raw"], args.configs, early, began)

@@ -61,3 +61,21 @@ def test_the_no_op_reports_one_result_of_a_real_trials_shape(monkeypatch) -> Non
     assert first == again and first["epoch"] == 1 and 0 <= first["whm"] < 1  # the same parameters, the same score
     assert other["whm"] != first["whm"]
     assert first["seed/0/recall/css/test@10"] == first["whm"] and first["seed/0/whm"] == first["whm"]
+
+
+def test_the_profile_keeps_hooks_and_suggest_outside_tunes_dispatch() -> None:
+    from types import SimpleNamespace
+
+    from bench.driver_cost import profiled
+
+    def entry(seconds: float):
+        return (1, 1, 0.0, seconds, {})
+    stats = SimpleNamespace(stats={
+        ("/x/study/tensorboard.py", 1, "on_trial_start"): entry(2.0),  # 2 s over 100 trials: 20 ms each
+        ("/x/study/tensorboard.py", 9, "_writer"): entry(1.5),  # not a hook: inside the one above
+        ("/x/ray/tune/callback.py", 3, "on_trial_start"): entry(5.0),  # Tune's dispatch to every callback
+        ("/x/tune/search/concurrency_limiter.py", 4, "suggest"): entry(4.0),
+        ("/x/study/search.py", 5, "suggest"): entry(3.0),
+    })
+    assert profiled(stats, 100) == {"study/search.suggest": pytest.approx(30.0),
+                                    "study/tensorboard.on_trial_start": pytest.approx(20.0)}
