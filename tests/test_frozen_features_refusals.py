@@ -1,8 +1,9 @@
 """What the budget's encoders cannot give a space's configurations is refused by validate_space, so
 `python -m study.run` exits 2 with the reason before Ray starts (study/trial_config.py check_encoders):
-on cached frozen features, GA's input-gradient term, MMGrad, DIM (its local term reads the layer-2
+on cached frozen features, GA's input-gradient term, MMGrad, DIM's local term (it reads the layer-2
 map), conv-map and word-id composers and augmentation; word-id composers on CLIP's text side; unknown
-encoders and unusable weights files. GA's isotropic term, CMAP and every K are accepted."""
+encoders and unusable weights files. GA's isotropic term, DIM's global term, CMAP and every K are
+accepted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -67,9 +68,11 @@ def test_word_id_composers_are_refused_with_clips_text_side(tmp_path):
     validate(space(tmp_path, "  composer: {type: choice, values: [show_and_tell]}\n", budget="image_encoder: small_cnn"))
 
 
-def test_isotropic_ga_cmap_and_every_k_work_on_cached_features(tmp_path):
-    validate(space(tmp_path, COMPOSERS + REGULARIZER % "ga, cmap"
+def test_isotropic_ga_dims_global_term_cmap_and_every_k_work_on_cached_features(tmp_path):
+    validate(space(tmp_path, COMPOSERS + REGULARIZER % "ga, dim, cmap"
                    + "  ga_noise: {type: loguniform, low: 0.00001, high: 0.01, when: {regularizer: ga}}\n"
+                   + "  dim_weight: {type: loguniform, low: 0.001, high: 1, when: {regularizer: dim}}\n"
+                   + "  dim_terms: {type: choice, values: [global], when: {regularizer: dim}}\n"
                    + "  cmap_weight: {type: loguniform, low: 0.01, high: 1, when: {regularizer: cmap}}\n"
                    + "  K: {type: choice, values: [2, 4, batch]}\n"))
 
