@@ -91,7 +91,7 @@ class TableWriter:
                 "merged_at": now, "merge_took": 0.0, "ranked_at": now, "rank_took": 0.0}
         return self._session
 
-    def record(self, trials: Iterable, trial, status: str) -> TrialEndWrite:
+    def record(self, trials: list, trial, status: str) -> TrialEndWrite:
         """After `trial` ended with `status` (Tune's `trials`: every trial of the study): write its
         configuration's rows as a part, then merge and rank if that is due."""
         from study.trials import configuration_rows, configurations, table_metadata
