@@ -310,10 +310,21 @@ def test_tensorboard_shows_each_evaluations_probe_pictures(first) -> None:
     for config_id, epochs in history.groupby("config_id")["epoch"]:
         events = EventAccumulator(str(study_dir / "tensorboard" / config_id), size_guidance={IMAGE_EVENTS: 0})
         events.Reload()
-        assert set(events.Tags()["images"]) == {"probes/css/retrievals", "probes/css/attention"}  # both take an image
-        for tag in events.Tags()["images"]:
+        probes = {"probes/css/retrievals", "probes/css/attention"}  # both take an image
+        # study.run's end adds the best configuration's composed features as images (study/reconstruct.py)
+        assert set(events.Tags()["images"]) - {"reconstruction/css"} == probes
+        for tag in probes:
             assert {image.step for image in events.Images(tag)} == set(epochs), (config_id, tag)
             assert all(Image.open(io.BytesIO(image.encoded_image_string)).format == "PNG" for image in events.Images(tag))
+
+
+def test_the_best_configuration_shows_its_composed_features_as_images(first) -> None:
+    study_dir, _ = first
+    best = pd.read_parquet(study_dir / "ranking.parquet")["config_id"].iloc[0]
+    assert (study_dir / "reconstruction" / "css.png").is_file()
+    events = EventAccumulator(str(study_dir / "tensorboard" / best), size_guidance={IMAGE_EVENTS: 0})
+    events.Reload()
+    assert "reconstruction/css" in events.Tags()["images"]
 
 
 def test_optuna_dashboards_storage_holds_the_ranking(first) -> None:
