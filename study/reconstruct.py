@@ -3,7 +3,7 @@ train a small decoder to turn a frozen model's TARGET-image embeddings back into
 the COMPOSED query features of test queries and draw what came out beside the reference, the text and
 the true target. Definitions (ours; TIRG's exact procedure could not be re-read): docs/reconstruction.md.
 
-    python -m study.reconstruct CHECKPOINT --dataset css --out /tmp/recon        # about 2 min on 2 cores
+    python -m study.reconstruct CHECKPOINT --dataset css --out /tmp/recon        # 1-2 min on 2 cores
     python -m study.reconstruct CHECKPOINT --dataset css --out /tmp/recon --steps 100 --queries 3
     python -m study.reconstruct --study studies/ga_vs_dim                        # the best configuration's
 
@@ -54,9 +54,10 @@ from study.probes import probe_queries
 from study.reconstruct_decoder import (Decoder, DecoderFit, FitConfig, decoded_pixels, fit_decoder, pixel_loss,
                                        to_unit_pixels)
 from study.reconstruct_grid import TILE, GridRow, render_grid
+from study.space import SpaceError, load_space
 
-__all__ = ["GRID_QUERIES", "RECONSTRUCTION_DIR", "Reconstruction", "main", "reconstruct", "reconstruct_for_study",
-           "write_reconstruction"]
+__all__ = ["GRID_QUERIES", "RECONSTRUCTION_DIR", "Reconstruction", "best_checkpoint", "embedded_images", "main",
+           "reconstruct", "reconstruct_for_study", "study_reconstructions", "write_reconstruction"]
 
 GRID_QUERIES = 6  # rows of the combined grid
 RECONSTRUCTION_DIR = "reconstruction"  # in a study folder; study/report/reconstruction.py reads it
@@ -98,7 +99,8 @@ def reconstruct(model: CirModel, vocab: Vocabulary, data: RetrievalData, images:
     features of `data.test`'s queries; `images`: split name -> its image map."""
     model.eval()
     train_features, train_pixels = embedded_images(model, images["train"], device)
-    decoder, result = fit_decoder(train_features, train_pixels, data.train.labels, fit)
+    # trained where the model runs (features and 64 px pixels fit on any device), applied on the CPU
+    decoder, result = fit_decoder(train_features.to(device), train_pixels.to(device), data.train.labels, fit)
     decoder = decoder.cpu()
     test = data.test
     gallery_features, gallery_pixels = embedded_images(model, images["test"], device)
@@ -187,8 +189,6 @@ def study_reconstructions(study_dir: Path, *, cache_dir: Path | None = None, fit
                           tensorboard: bool = True) -> list[Path]:
     """`<study>/reconstruction/<key>.png` (and .json) for every CSS-layout dataset of the study, from
     the best configuration; raises ValueError / DatasetError naming what is missing."""
-    from study.space import SpaceError, load_space
-
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise ValueError(f"{study_dir}: {'not a directory' if study_dir.exists() else 'no such directory'}; "
@@ -269,8 +269,8 @@ def reconstruct_for_study(study_dir: str | Path, *, cache_dir: str | Path | None
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m study.reconstruct", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, nargs="?", help="a Train checkpoint directory (or its state.pt)")
-    parser.add_argument("--study", type=Path, help="a finished study folder: its best configuration (instead of "
-                        "CHECKPOINT, --dataset and --out)")
+    parser.add_argument("--study", type=Path, help="a finished study folder: its best configuration on its CSS-layout "
+                        "datasets, as the study ran them (instead of CHECKPOINT, --dataset, --out and the data options)")
     parser.add_argument("--dataset", help="dataset name, e.g. css")
     parser.add_argument("--out", type=Path, help="folder for grid.png, query-<id>.png, reconstruction.json")
     parser.add_argument("--root", type=Path, help="a real download; default: the generated dataset")

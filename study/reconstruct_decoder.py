@@ -95,8 +95,8 @@ def decoded_pixels(decoded: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class FitConfig:
-    # 0.13 CPU-s a step at batch 64 (1 thread): about a minute. On the generated CSS at scale 0.05 the
-    # loss on test images no longer falls after 400 steps while the training images' still does
+    # about 0.12 CPU-s a step at batch 64 on one thread: a minute. More steps overfit the training
+    # scenes: at 1,500 the test images' loss rises (docs/reconstruction.md)
     steps: int = 500
     batch_size: int = 64
     lr: float = 2e-3  # Adam, cosine-annealed to 0
