@@ -259,6 +259,9 @@ def reconstruct_for_study(study_dir: str | Path, *, cache_dir: str | Path | None
     except (OSError, ValueError, DatasetError) as error:
         print(f"composed features as images: skipped: {error}", file=sys.stderr)
         return None
+    except Exception as error:  # noqa: BLE001 - an extra picture after a finished study must not fail it
+        print(f"composed features as images: skipped: {type(error).__name__}: {error}", file=sys.stderr)
+        return None
     print(f"composed features as images: {', '.join(str(p) for p in written)} "
           f"({time.perf_counter() - began:.0f} s)", file=sys.stderr)
     return written[0].parent

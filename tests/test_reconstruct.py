@@ -257,6 +257,18 @@ def test_a_study_without_css_is_skipped_with_a_reason(tmp_path: Path, css_cache:
     assert not (study / "reconstruction").exists()
 
 
+def test_a_failure_inside_never_fails_the_study(tmp_path: Path, css_cache: Path, capsys, monkeypatch) -> None:
+    import study.reconstruct
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a kernel this machine lacks")
+
+    monkeypatch.setattr(study.reconstruct, "reconstruct", broken)
+    study_dir = write_study(tmp_path / "study", css_cache)
+    assert reconstruct_for_study(study_dir, cache_dir=css_cache) is None
+    assert "skipped: RuntimeError: a kernel this machine lacks" in capsys.readouterr().err
+
+
 def test_log_picture_reads_back(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
