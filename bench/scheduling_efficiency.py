@@ -317,7 +317,8 @@ def report(run: StudyRun, concurrency: int) -> None:
             made = [run.created[t] - freed for t, freed in waited]
             up = [spans[t].started - run.created[t] for t, _ in waited]
             print(f"  of which: Tune created the next trial {median(made):+.1f} s after the end (median; its folder "
-                  f"name has whole seconds), and its actor (a new process: imports, the trainable's setup) was up "
+                  f"name has whole seconds), and its actor (a new process: imports, the trainable's setup; or a "
+                  f"finished trial's, reused) was up "
                   f"{median(up):.1f} s after that (median, max {max(up):.1f} s)")
     print(f"trial tails (last report -> function returned): median {median(tails):.1f} s, max {max(tails):.1f} s")
     print(f"per configuration, own time (Tune) / worker's epochs: median {median(own):.1f} / {median(worker):.1f} s")

@@ -60,6 +60,10 @@ class Budget:
     trial_cpus: float = 0.5  # the Tune function that drives one TorchTrainer
     train_eval_queries: int = 500  # fixed sample of training queries for train recall (A.8)
     max_steps_per_epoch: int | None = None  # caps an epoch on huge datasets; None = full pass
+    # Training steps of the decoder that draws the best configuration's composed features as images at the
+    # end of a study with CSS (study/reconstruct.py; about 0.12 CPU-s a step); 0 draws none. Smoke budgets
+    # take a few, so the picture's path is exercised without the end of a tiny study costing its trials' time.
+    reconstruction_steps: int = 500
 
     def __post_init__(self) -> None:
         counts = ("epochs", "grace_period", "embed_dim", "batch_size", "max_concurrent", "workers_per_trial",
@@ -69,6 +73,9 @@ class Budget:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        steps = self.reconstruction_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"`reconstruction_steps` must be an integer >= 0 (0 draws no picture), got {steps!r}")
         if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) \
                 or self.reduction_factor < 2:
             raise ValueError(f"`reduction_factor` must be an integer >= 2, got {self.reduction_factor!r}")

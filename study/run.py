@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, RayAddressError) as error:  # what the cluster offers, checked once connected
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return _report(space, study_dir, tables, began, cache_dir=args.cache_dir)
+    return _report(space, study_dir, tables, began, cache_dir=args.cache_dir,
+                   reconstruction_steps=budget.reconstruction_steps)
 
 
 def _tune(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter):
@@ -227,7 +228,7 @@ def _tune(space, budget, args, study_dir: Path, cell_weights, tables: TableWrite
 
 
 def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter):
-    from study.trainable import StudySettings, trainable
+    from study.trainable import StudySettings, trainable, trials_end_by_themselves
 
     settings = StudySettings(
         seeds=space.seeds, budget=budget, datasets=space.datasets, cell_weights=cell_weights,
@@ -235,16 +236,17 @@ def _fit(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter
         allow_missing_images=args.allow_missing_images,
     )
     return fit_study(trainable(settings), settings, space, budget, study_dir=study_dir, tables=tables,
-                     scheduler=args.scheduler, resume=args.resume)
+                     scheduler=args.scheduler, resume=args.resume,
+                     reuse_actors=trials_end_by_themselves(budget, args.scheduler))
 
 
 def fit_study(trainable, settings, space: SearchSpace, budget, *, study_dir: Path, tables: TableWriter,
               scheduler: str, resume: bool = False, callbacks: tuple = (), reuse_actors: bool = False):
     """Tune around `trainable` with the study's search, scheduler and callbacks (Tune's JSON and CSV
     loggers, TensorBoard, the tables, progress, stop signal, trial records, then `callbacks`); on an
-    initialised Ray. `study.run` passes the real trainable with Tune's default of a new process per
-    trial; bench/driver_cost.py a no-op one with `reuse_actors`, to measure what the driver adds per
-    trial without a process start per trial in the way."""
+    initialised Ray. `reuse_actors`: a finished trial's process runs the next trial (see
+    study.trainable.trials_end_by_themselves for when that is safe); bench/driver_cost.py passes it
+    with a no-op trainable, to measure what the driver adds per trial without a process start in the way."""
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -292,7 +294,8 @@ def _record_callback(settings, tables: TableWriter):
     )
 
 
-def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: float, *, cache_dir: str | None) -> int:
+def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: float, *, cache_dir: str | None,
+            reconstruction_steps: int) -> int:
     from study import results
     from study.optuna_export import write_optuna_journal
     from study.stop_signal import stop_requested
@@ -312,10 +315,11 @@ def _report(space: SearchSpace, study_dir: Path, tables: TableWriter, began: flo
     if unfinished or stop_requested():  # a study stopped between rungs has no unfinished row
         print("interrupted: continue with the same command plus --resume", file=sys.stderr)
         return 130
-    if errors < len(configs):  # the best configuration's composed features as images, where CSS is studied
+    if errors < len(configs) and reconstruction_steps:  # the best configuration's composed features as images
         from study.reconstruct import reconstruct_for_study
+        from study.reconstruct_decoder import FitConfig
 
-        reconstruct_for_study(study_dir, cache_dir=cache_dir)
+        reconstruct_for_study(study_dir, cache_dir=cache_dir, fit=FitConfig(steps=reconstruction_steps))
     return 1 if len(configs) and errors == len(configs) else 0
 
 

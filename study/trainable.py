@@ -10,6 +10,7 @@ once with the reason (study/trial_failure.py).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -41,7 +42,25 @@ def train_run_name(config_id: str) -> str:
     return f"train-{config_id}"
 
 
+# How long Tune waits for a finished trial's function to return before its process may run the next
+# trial (read by Tune's FunctionTrainable.reset_config in this process; Tune's default is 2 s). The
+# function returns when TorchTrainer.fit has shut its workers down, which takes seconds after the
+# last report; a reset that times out makes Tune error the NEXT trial, so the wait is generous.
+_REUSE_WAIT_S = "120"
+
+
+def trials_end_by_themselves(budget: Budget, scheduler: str) -> bool:
+    """Whether every trial's function returns by itself, so that Tune may run the next trial in a
+    finished trial's process (reuse_actors) instead of starting a new one (about 12 s of process
+    start and imports on a busy 2-core machine, bench/scheduling_efficiency.py). The sync scheduler's
+    trials train to their rung and end; ASHA with a single rung stops nothing early. ASHA stops
+    trials at its inner rungs while their function waits in `TorchTrainer.fit`, which only the
+    end of its process interrupts, so those studies start a process per trial."""
+    return scheduler == "sync" or budget.rungs() == (budget.epochs,)
+
+
 def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = _REUSE_WAIT_S
     trial_id = tune.get_context().get_trial_id()
     trial = TrialConfig.from_params(config, seeds=settings.seeds, where=f"trial {trial_id}")
     run_name = train_run_name(trial.config_id)

@@ -88,6 +88,7 @@ def test_unknown_metric_is_refused(tmp_path: Path) -> None:
         ("seeds: 2", "seedz: 2", "line 4: unknown key 'seedz' in the search space"),
         ("when: {regularizer: ga}", "when: {regularizer: gaa}", "line 8: 'ga_strength' needs regularizer='gaa', but 'regularizer' only takes ['none', 'ga']"),
         ("epochs: 1,", "epochz: 1,", "unknown key 'epochz' in budget 'smoke'"),
+        ("epochs: 1,", "epochs: 1, reconstruction_steps: -1,", "`reconstruction_steps` must be an integer >= 0"),
         ("[concat, tirg]", "[concat, tirgg]", "line 6: unknown composer 'tirgg'"),
         ("values: [2, 8]", "values: [2, 16]", "line 9: K=16 is larger than the batch size 8"),
         ("  css: {weight: 1.0}", "  css: {weight: -1.0}", "line 3: `weight` must be > 0"),

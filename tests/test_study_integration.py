@@ -387,3 +387,13 @@ def test_grid_covers_the_factorial_with_matched_baselines(studies) -> None:
     assert (regularised["baseline_id"] == baseline["config_id"].item()).all()
     gains = pd.read_parquet(study_dir / "gains.parquet")
     assert set(gains["config_id"]) == set(regularised["config_id"])
+
+
+def test_a_trial_runs_in_the_process_a_finished_trial_leaves(studies) -> None:
+    """One rung (tiny_grid), so trials end by themselves and Tune runs the third of three trials, two at
+    a time, in a finished trial's process instead of starting one (study.trainable.trials_end_by_themselves).
+    Tune's result.json records the pid of the process that ran the trial."""
+    study_dir = studies["grid"].study_dir
+    pids = [json.loads(path.read_text().splitlines()[-1])["pid"] for path in study_dir.glob("*/result.json")]
+    assert len(pids) == 3
+    assert len(set(pids)) == 2
