@@ -141,6 +141,7 @@ def _prepare_data(space: SearchSpace, budget, args: argparse.Namespace) -> dict:
     fails here, and trials on this node find the generated data ready."""
     from study.train import open_study_data
 
+    from study.data.cirr import targets_hidden
     from study.data.image_cache import open_image_map
 
     datasets = {}
@@ -149,6 +150,10 @@ def _prepare_data(space: SearchSpace, budget, args: argparse.Namespace) -> dict:
         print(f"preparing dataset {entry.key} (scale {budget.scale}) ...", file=sys.stderr, flush=True)
         data = open_study_data(entry, budget=budget, data_seed=space.data_seed, cache_dir=args.cache_dir,
                                allow_missing_images=args.allow_missing_images)
+        if targets_hidden(data.test):
+            raise SpaceError(f"dataset {entry.key}: its test split's targets are hidden (CIRR's test1), so no "
+                             f"trial could be scored; study on split: val and write test1's server files with "
+                             f"`python -m study.evaluate CHECKPOINT --dataset cirr --root ... --option split=test1`")
         for split in (data.train, data.test):  # decoded once into this node's cache; trials map it
             open_image_map(split, cache_dir=Path(args.cache_dir) if args.cache_dir else None, progress=True)
         datasets[entry.key] = data

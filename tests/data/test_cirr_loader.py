@@ -201,3 +201,21 @@ def test_describe_finds_the_layout_in_both_arrangements(tmp_path: Path) -> None:
     describe(root, tmp_path / "test1.png", out=out, options={"split": "test1"})
     assert f"{root}: layout cirr (split=test1)" in out.getvalue() and "hidden target 2" in out.getvalue()
     assert (tmp_path / "val.png").stat().st_size > 1000 and (tmp_path / "test1.png").stat().st_size > 1000
+
+
+def test_a_study_on_test1_is_refused_before_ray_with_the_way_to_score_it(tmp_path: Path, capsys) -> None:
+    import ray
+
+    from study.run import main
+
+    root = write_cirr(tmp_path / "CIRR")
+    space = tmp_path / "space.yaml"
+    space.write_text(f"datasets:\n  - {{name: cirr, root: {root}, split: test1}}\nseeds: 1\n"
+                     "parameters:\n  composer: {type: choice, values: [concat]}\n"
+                     "budgets:\n  smoke: {num_samples: 1, epochs: 1, image_size: 16, batch_size: 2}\n")
+    code = main(["--space", str(space), "--budget", "smoke", "--storage", str(tmp_path / "studies"),
+                 "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and not ray.is_initialized()
+    assert "dataset cirr-test1: its test split's targets are hidden" in err
+    assert "split: val" in err and "--option split=test1" in err
