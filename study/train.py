@@ -5,6 +5,7 @@ and report per-dataset recalls and the WHM (methods.md A.8, A.9).
     python -m study.train --composer tirg --dataset css --workers 2 --epochs 3
     python -m study.train --composer concat --dataset css --dataset states --param regularizer=ga --param ga_strength=0.01
     python -m study.train --composer tirg --dataset shoes --root /data/shoes --address 10.0.0.1:6379
+    python -m study.train --composer concat --dataset fashioniq --root /data/fiq --option category=dress
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,8 +28,10 @@ import torch
 import torch.distributed as dist
 from ray.train.torch import TorchTrainer
 
+from models.encoders import ENCODERS
 from study.budget import Budget, DatasetEntry
 from study.data import DATASETS, GENERATORS, known_datasets, open_dataset
+from study.data.checks import parse_options
 from study.probes import PROBES_DIR, probe_pictures, write_probe_files
 from study.ray_session import RayAddressError, check_reachable, ray_session
 from study.space import SearchSpace, SpaceError, cell_weights
@@ -258,6 +261,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--root", type=Path, default=None, metavar="DIR",
                         help=f"the folder of a downloaded layout, read by the --dataset that has a loader of one "
                              f"({DATASETS.names()}); without it datasets are generated ({GENERATORS.names()})")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a loader option of the one --dataset, e.g. category=dress, split=compositions")
     parser.add_argument("--workers", type=_positive_int, default=1, help="data-parallel workers")
     parser.add_argument("--use-gpu", action="store_true")
     parser.add_argument("--epochs", type=_positive_int, default=3)
@@ -265,7 +270,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=_positive_int, default=32)
     parser.add_argument("--lr", type=float, default=Budget.lr, help="SGD learning rate")
     parser.add_argument("--embed-dim", type=_positive_int, default=128)
-    parser.add_argument("--image-encoder", default="small_cnn", choices=["small_cnn", "resnet18"])
+    parser.add_argument("--image-encoder", default="small_cnn", choices=ENCODERS.names())
     parser.add_argument("--K", type=lambda v: v if v == "batch" else int(v), default=2,
                         help="candidates per group in the matching loss (an int >= 2, or `batch`)")
     parser.add_argument("--seed", type=int, action="append", help="repeatable: every seed trains in this one run; default 0")
@@ -289,9 +294,16 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def _dataset_entries(names: list[str], root: Path | None) -> tuple[DatasetEntry, ...]:
-    """`--dataset NAME ... [--root DIR]`: DIR is read by the one dataset with a loader of a real
-    layout; without it every dataset is generated, so one that only reads a download is refused."""
+def _dataset_entries(names: list[str], root: Path | None, options: list[str] = ()) -> tuple[DatasetEntry, ...]:
+    """`--dataset NAME ... [--root DIR] [--option NAME=VALUE ...]`: DIR is read by the one dataset with a
+    loader of a real layout; without it every dataset is generated, so one that only reads a download is
+    refused. Options are the loader's (checked when it opens) and need exactly one --dataset."""
+    if options:
+        if len(names) != 1:
+            raise ValueError(f"--option goes to one dataset; got --dataset {names}: train them one per run, "
+                             "or give each its options in a search space (python -m study.run)")
+        parsed = tuple(sorted(parse_options(options).items()))
+        return tuple(replace(entry, options=parsed) for entry in _dataset_entries(names, root))
     if root is None:
         downloads = [name for name in names if name not in GENERATORS]
         if downloads:
@@ -343,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             image_encoder=args.image_encoder, workers_per_trial=args.workers, threads_per_worker=args.threads,
             gpus_per_worker=1.0 if args.use_gpu else 0.0, cpus_per_worker=1.0,
         )
-        datasets = _dataset_entries(args.dataset or ["css"], args.root)
+        datasets = _dataset_entries(args.dataset or ["css"], args.root, args.option)
     except ValueError as error:  # RayAddressError included
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -120,3 +120,31 @@ def test_a_cluster_that_refuses_once_joined_is_exit_2(monkeypatch: pytest.Monkey
     monkeypatch.setattr(study.train, "ray_session", refused)
     assert main(["--dataset", "css", "--scale", "0.01", "--address", "10.0.0.1:6379"]) == 2
     assert capsys.readouterr().err == "error: --address 10.0.0.1:6379: refused by the stand-in\n"
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--dataset", "css", "--dataset", "states", "--option", "split=compositions"],
+     "error: --option goes to one dataset; got --dataset ['css', 'states']"),
+    (["--dataset", "states", "--option", "split"], "error: --option 'split': expected NAME=VALUE"),
+])
+def test_a_loader_option_for_no_single_dataset_is_refused_before_data(args: list[str], said: str, no_data, no_ray,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith(said)
+    assert no_ray == []
+
+
+def test_a_loader_option_reaches_the_dataset_the_workers_open(monkeypatch: pytest.MonkeyPatch, no_ray,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    specs = []
+
+    def trainer(spec, *, run_name, storage_path, callbacks=None):
+        specs.append(spec)
+        return SimpleNamespace(fit=lambda: SimpleNamespace(metrics={"epoch": spec.until}, checkpoint=None))
+
+    monkeypatch.setattr(study.train, "build_trainer", trainer)
+    assert main(["--dataset", "states", "--scale", "0.01", "--epochs", "1", "--option", "split=compositions"]) == 0
+    [entry] = specs[0].datasets
+    assert entry.name == "states" and entry.options == (("split", "compositions"),)
+    assert main(["--dataset", "states", "--scale", "0.01", "--option", "split=nope"]) == 2
+    assert "split" in capsys.readouterr().err.splitlines()[-1]
