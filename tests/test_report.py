@@ -304,3 +304,26 @@ def test_a_study_with_nothing_ranked_still_has_every_section(study, tmp_path):
     html = (copy / "report.html").read_text()
     assert re.findall(r'<section id="([^"]+)">', html) == list(SECTIONS)
     assert "No configuration has finished" in html
+
+
+def test_a_report_made_while_the_study_runs_shows_trials_only_its_parts_hold(study, tmp_path):
+    """The driver writes each trial end as a part under parts/ and rebuilds trials.parquet and
+    history.parquet only now and then (study/table_parts.py): the report lays the parts over them."""
+    import pyarrow as pa
+
+    from study.table_parts import last_part_number, write_part
+
+    copy = tmp_path / "s"
+    shutil.copytree(study, copy)
+    trials, history = pd.read_parquet(copy / "trials.parquet"), pd.read_parquet(copy / "history.parquet")
+    first = trials["config_id"].iloc[0]
+    new_trials = trials[trials["config_id"] == first].assign(config_id="c9999")
+    new_history = history[history["config_id"] == first].assign(config_id="c9999")
+    metadata = pa.parquet.read_schema(copy / "trials.parquet").metadata
+    write_part(copy, last_part_number(copy) + 1, "c9999", pa.Table.from_pandas(new_trials, preserve_index=False),
+               pa.Table.from_pandas(new_history, preserve_index=False), metadata)
+    tables = read_study_tables(copy)
+    assert len(tables.trials) == len(trials) + len(new_trials)
+    assert (tables.trials["config_id"] == "c9999").sum() == len(new_trials)
+    assert (tables.history["config_id"] == "c9999").sum() == len(new_history) > 0
+    assert tables.cell_weights == read_study_tables(study).cell_weights

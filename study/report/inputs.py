@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from study.parquet_io import CELL_WEIGHTS_KEY
 from study.space import SearchSpace, SpaceError, load_space
+from study.table_parts import TABLE_FILES, Table, read_with_parts, unmerged_parts
 
 __all__ = ["DONE", "ReportError", "StudyTables", "column_cells", "read_study_tables"]
 
@@ -105,6 +106,24 @@ def _read_parquet(path: Path, fix: str) -> tuple[pd.DataFrame, dict[bytes, bytes
     return frame, dict(table.schema.metadata or {})
 
 
+def _read_with_parts(directory: Path, table: Table, fix: str) -> tuple[pd.DataFrame, dict[bytes, bytes]] | None:
+    """A per-seed table with the parts of the trials that ended since it was last rebuilt laid over it
+    (study/table_parts.py), so a report made while a study runs shows every trial that has ended;
+    None when neither the table nor a part holds any of it."""
+    path = directory / TABLE_FILES[table]
+    try:
+        stored, frame = read_with_parts(directory, table)
+    except (pa.ArrowException, OSError) as error:
+        raise ReportError(f"{path} (or a part of it under {directory / 'parts'}): not readable ({error}); "
+                          f"{fix}") from None
+    if stored is None or frame is None or not len(frame.columns):
+        return None
+    missing = [c for c in NEEDED.get(path.name, ()) if c not in frame.columns]
+    if missing:
+        raise ReportError(f"{path}: lacks columns {missing} (written by an older cirstudy?); {fix}")
+    return frame, dict(stored.schema.metadata or {})
+
+
 def _json_metadata(metadata: Mapping[bytes, bytes], key: bytes, path: Path, fix: str) -> Any:
     try:
         return json.loads(metadata[key]) if key in metadata else None
@@ -124,7 +143,7 @@ def read_study_tables(study_dir: str | Path) -> StudyTables:
     if not record_path.is_file() and not trials_path.is_file():
         raise ReportError(f"{directory}: not a study directory (no study.json, no trials.parquet); give a "
                           "folder written by `python -m study.run`, e.g. studies/<name>")
-    if not trials_path.is_file():
+    if not trials_path.is_file() and not unmerged_parts(directory):
         raise ReportError(f"{trials_path}: not found: no trial of this study has finished yet; the study "
                           "driver (`python -m study.run`) writes it as trials end")
     notes = []
@@ -146,14 +165,14 @@ def read_study_tables(study_dir: str | Path) -> StudyTables:
     else:
         notes.append("no space.yaml: the question and the datasets' settings are missing")
     fix = _fix(directory)
-    trials, metadata = _read_parquet(trials_path, "the study driver (`python -m study.run`) writes it")
+    trials, metadata = _read_with_parts(directory, "trials", "the study driver (`python -m study.run`) writes it") \
+        or _read_parquet(trials_path, "the study driver (`python -m study.run`) writes it")  # its message
     ranking, ranking_metadata = _read_parquet(directory / "ranking.parquet", fix)
     gains, _ = _read_parquet(directory / "gains.parquet", fix)
     importance, _ = _read_parquet(directory / "importance.parquet", fix)
-    history = None
-    if (directory / "history.parquet").is_file():
-        history, _ = _read_parquet(directory / "history.parquet", "the study driver writes it with trials.parquet")
-    else:
+    found = _read_with_parts(directory, "history", "the study driver writes it with trials.parquet")
+    history = found[0] if found else None
+    if history is None:
         notes.append("no history.parquet: no learning curves")
     weights = (_json_metadata(metadata, CELL_WEIGHTS_KEY, trials_path, fix)
                or _json_metadata(ranking_metadata, CELL_WEIGHTS_KEY, directory / "ranking.parquet", fix) or {})
