@@ -6,11 +6,13 @@ Sections, in order (`SECTIONS`): the question the study asks and its search spac
 datasets it ran with; the ranking with intervals; the gains against matched baselines (a forest
 plot); hyperparameter importance per composer; train vs test recall and the generalisation gap;
 learning curves of the top configurations; test recall at every K per dataset; the breakdowns (per
-modification type, adjective-only / noun-only); the cost of each configuration; and the probe
-pictures (retrieval grids, attention maps) of the best configuration beside its matched baseline.
+modification type, adjective-only / noun-only); the cost of each configuration; the probe pictures
+(retrieval grids, attention maps) of the best configuration beside its matched baseline; and its
+composed features decoded into images (`<study>/reconstruction/`, study/reconstruct.py).
 
 Numbers come from the tables `study.results` wrote (intervals, p-values, importance) and seed means
-of `trials.parquet`'s per-seed recalls; nothing is re-estimated here. Figures: `study.report.plots`;
+of the per-seed recalls (`trials.parquet` with the parts of trials that ended since it was rebuilt);
+nothing is re-estimated here. Figures: `study.report.plots`;
 HTML: `template.html` (jinja2) from the dataclasses of `study.report.blocks`.
 
 Example:
