@@ -34,7 +34,7 @@ _ADDRESS_HELP = ("start the cluster first (`ray start --head`, or `ray up cluste
 
 
 class RayAddressError(ValueError):
-    """`--address` names no Ray cluster that answers."""
+    """`--address` names no Ray cluster that answers, or the local Ray could not start."""
 
 
 def _free_port() -> int:
@@ -144,7 +144,14 @@ def ray_session(address: str | None, *, record: Path | None = None, **init_kwarg
         port = _free_port()
         gcs = f"127.0.0.1:{port}"
         with _environment(RAY_GCS_SERVER_PORT=str(port)):  # read by the local node as it starts
-            ray.init(address="local", runtime_env={"env_vars": {"RAY_ADDRESS": gcs}}, **init_kwargs)
+            try:
+                ray.init(address="local", runtime_env={"env_vars": {"RAY_ADDRESS": gcs}}, **init_kwargs)
+            except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception when its node start times out
+                ray.shutdown()
+                raise RayAddressError(
+                    f"the local Ray did not start ({type(error).__name__}: {error}); the machine may be short of "
+                    f"memory or CPU: retry when it is quieter, or start Ray yourself (`ray start --head`) and "
+                    f"pass its address with --address") from None
         session_dir = ray._private.worker._global_node.get_session_dir_path()  # private API; Ray is pinned
         if record is not None:
             record.write_text(json.dumps({"session_dir": session_dir, "address": gcs}) + "\n")

@@ -59,3 +59,22 @@ def test_leftovers_of_a_recorded_session_are_stopped_and_nothing_else(tmp_path) 
         for process in (agent, worker, *others):
             process.kill()
             process.wait()
+
+
+def test_a_local_ray_that_does_not_start_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from study.ray_session import ray_session
+
+    def timed_out(*args, **kwargs):
+        raise Exception("The current node timed out during startup. This could happen because ...")  # as Ray's node.py
+
+    shut = []
+    monkeypatch.setattr(ray, "init", timed_out)
+    monkeypatch.setattr(ray, "shutdown", lambda: shut.append(True))
+    with pytest.raises(RayAddressError) as error:
+        with ray_session(None):
+            raise AssertionError("the session must not be entered")
+    assert str(error.value).startswith("the local Ray did not start (Exception: The current node timed out during")
+    assert "`ray start --head`" in str(error.value) and "--address" in str(error.value)
+    assert shut  # whatever had started is stopped
