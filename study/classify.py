@@ -34,7 +34,7 @@ from models.encoders import normalize_images
 from models.model import CirModel, TextInput
 from models.text import Vocabulary
 from study.budget import DatasetEntry
-from study.data import DatasetError, RetrievalData, Split, open_dataset, open_image_map
+from study.data import DatasetError, RetrievalData, Split, open_image_map
 from study.data.checks import parse_options
 from study.evaluation import EMBED_CHUNK, Images, embed_gallery
 
@@ -206,8 +206,7 @@ def classify_run(run: "SeedRun") -> ClassificationResult:
 def main(argv: list[str] | None = None) -> int:
     # study.evaluate's checkpoint readers, imported here: it imports study.train (Ray, and study.worker, which may
     # import this module to classify per epoch), too much for the library part above and a cycle at import
-    from study.evaluate import (DEFAULT_SCALE, check_device, checkpoint_file, evaluation_setup, load_model,
-                                pick_run, read_state, trained_setup)
+    from study.evaluate import DEFAULT_SCALE, check_device, open_checkpoint
 
     parser = argparse.ArgumentParser(prog="python -m study.classify", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a Train checkpoint directory (or its state.pt)")
@@ -232,23 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         device = check_device(args.device)
         options = {**SPLIT_OPTIONS, **parse_options(args.option)}
         key = DatasetEntry(args.dataset, options=tuple(sorted(options.items()))).key
-        path = checkpoint_file(args.checkpoint)
-        state = read_state(path)
-        try:
-            run = pick_run(list(state["runs"]), key, args.run)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+        opened = open_checkpoint(args, key=key, options=options, device=device)
+        model, vocab, data, run = opened.model, opened.vocab, opened.data, opened.run
         if run.split("@")[0] != key:
             print(f"warning: model {run} was trained on dataset {run.split('@')[0]}, not {key}: if it saw these test "
                   "pairs in training, the accuracies below are not of unseen compositions", file=sys.stderr)
-        scale, image_size, warnings = evaluation_setup(
-            trained_setup(path, run), scale=args.scale, image_size=args.image_size, generated=args.root is None,
-            allow_other=args.allow_other_scale)
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        model, vocab = load_model(path, state["runs"][run], run, device)
-        data = open_dataset(args.dataset, root=args.root, seed=args.data_seed, scale=scale, options=options,
-                            image_size=image_size, cache_dir=args.cache_dir)
         images = {s.name: open_image_map(s, cache_dir=args.cache_dir, progress=True) for s in (data.train, data.test)}
         result = classify_compositions(model, data, images, vocab, device)
     except (OSError, ValueError, DatasetError) as error:

@@ -158,6 +158,42 @@ def evaluation_setup(trained: TrainedSetup, *, scale: float | None, image_size: 
     return scale, image_size, warnings
 
 
+@dataclass(frozen=True)
+class OpenedCheckpoint:
+    """A checkpoint's model for one dataset, and that dataset opened as the model was trained on it."""
+
+    path: Path  # the state.pt
+    run: str  # `<dataset key>@seed<n>`
+    model: CirModel
+    vocab: Vocabulary
+    data: Any  # RetrievalData
+    scale: float
+
+
+def open_checkpoint(args: argparse.Namespace, *, key: str, options: Mapping[str, Any],
+                    device: torch.device) -> OpenedCheckpoint:
+    """What every command that reads a checkpoint does first (study.evaluate, study.classify,
+    study.reconstruct): pick its model for dataset `key` (or `args.run`), settle the scale and image
+    size (the trained ones unless asked otherwise; warnings printed), load the model, open the data.
+    `args` carries checkpoint, run, dataset, root, scale, image_size, allow_other_scale, data_seed,
+    cache_dir. Raises ValueError (or OSError, DatasetError) with a message naming the file."""
+    path = checkpoint_file(args.checkpoint)
+    state = read_state(path)
+    try:
+        run = pick_run(list(state["runs"]), key, args.run)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    scale, image_size, warnings = evaluation_setup(
+        trained_setup(path, run), scale=args.scale, image_size=args.image_size, generated=args.root is None,
+        allow_other=args.allow_other_scale)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    model, vocab = load_model(path, state["runs"][run], run, device)
+    data = open_dataset(args.dataset, root=args.root, seed=args.data_seed, scale=scale, options=options,
+                        image_size=image_size, cache_dir=args.cache_dir)
+    return OpenedCheckpoint(path, run, model, vocab, data, scale)
+
+
 def check_device(name: str) -> torch.device:
     """`--device`, refused before anything is loaded when this machine does not have it."""
     try:
@@ -223,21 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = check_device(args.device)
         check_out(args.out)
-        options = parse_options(args.option)
-        path = checkpoint_file(args.checkpoint)
-        state = read_state(path)
-        try:
-            run = pick_run(list(state["runs"]), args.dataset, args.run)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-        scale, image_size, warnings = evaluation_setup(
-            trained_setup(path, run), scale=args.scale, image_size=args.image_size, generated=args.root is None,
-            allow_other=args.allow_other_scale)
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        model, vocab = load_model(path, state["runs"][run], run, device)
-        data = open_dataset(args.dataset, root=args.root, seed=args.data_seed, scale=scale, options=options,
-                            image_size=image_size, cache_dir=args.cache_dir)
+        opened = open_checkpoint(args, key=args.dataset, options=parse_options(args.option), device=device)
+        model, vocab, data, scale = opened.model, opened.vocab, opened.data, opened.scale
         split = getattr(data, args.split)
         images = open_image_map(split, cache_dir=args.cache_dir, progress=True)
     except (OSError, ValueError, DatasetError) as error:

@@ -47,8 +47,8 @@ from study.data import DatasetError, RetrievalData, open_dataset, open_image_map
 from study.data.checks import parse_options
 from study.data.image_cache import ImageMap
 from study.data.registry import loader_of
-from study.evaluate import (DEFAULT_SCALE, check_device, check_out, checkpoint_file, evaluation_setup, load_model,
-                            pick_run, read_state, trained_setup)
+from study.evaluate import (DEFAULT_SCALE, check_device, check_out, load_model, open_checkpoint, read_state,
+                            trained_setup)
 from study.evaluation import embed_queries
 from study.probes import probe_queries
 from study.reconstruct_decoder import (Decoder, DecoderFit, FitConfig, decoded_pixels, fit_decoder, pixel_loss,
@@ -324,21 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(f"wrote {p}" for p in written))
             return 0
         check_out(args.out)
-        options = parse_options(args.option)
-        path = checkpoint_file(args.checkpoint)
-        state = read_state(path)
-        try:
-            run = pick_run(list(state["runs"]), args.dataset, args.run)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-        scale, image_size, warnings = evaluation_setup(
-            trained_setup(path, run), scale=args.scale, image_size=args.image_size, generated=args.root is None,
-            allow_other=args.allow_other_scale)
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        model, vocab = load_model(path, state["runs"][run], run, device)
-        data = open_dataset(args.dataset, root=args.root, seed=args.data_seed, scale=scale, options=options,
-                            image_size=image_size, cache_dir=args.cache_dir)
+        opened = open_checkpoint(args, key=args.dataset, options=parse_options(args.option), device=device)
+        model, vocab, data, run = opened.model, opened.vocab, opened.data, opened.run
         images = {s.name: open_image_map(s, cache_dir=args.cache_dir, progress=True) for s in (data.train, data.test)}
     except (OSError, ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -13,7 +13,6 @@ the ranks, and the time spent so far.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
