@@ -78,12 +78,15 @@ def main() -> None:
     parser.add_argument("--embed-dim", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=Budget.threads_per_worker,
+                        help="torch intra-op threads on CPU (default: a trial's, the budget's threads_per_worker)")
     parser.add_argument("--scale", type=float, default=0.02)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--profile", choices=list(VARIANTS), action="append", default=[],
                         help="also print torch.profiler's top operators for this variant (repeatable)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)  # as a trial's worker does (study/train.py)
     torch.manual_seed(0)
     data = open_dataset("css", scale=args.scale, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     budget = Budget(num_samples=1, epochs=1, image_encoder=args.image_encoder, embed_dim=args.embed_dim,
@@ -101,7 +104,8 @@ def main() -> None:
         for name, run in runs.items():
             times[name].append(time_steps(run, batch, args.steps))
     base = statistics.median(times["none"])
-    print(f"tirg on css, {args.image_encoder}, batch {args.batch_size}, D={args.embed_dim}, device {device}"
+    print(f"tirg on css, {args.image_encoder}, batch {args.batch_size}, D={args.embed_dim}, "
+          f"{torch.get_num_threads()} thread(s), device {device}"
           f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}")
     print(f"{'regulariser':16s} {'ms/step':>9s} {'ratio':>7s} {'target':>7s}")
     for name, (_, target) in VARIANTS.items():
