@@ -49,6 +49,7 @@ from optuna.trial import FixedTrial, FrozenTrial, TrialState, create_trial
 
 from study.space import Parameter, SearchSpace, define_by_run
 from study.tables import DONE, read_trials
+from study.parquet_io import read_parquet_frame
 
 __all__ = ["JOURNAL_FILE", "journal_trials", "write_optuna_journal"]
 
@@ -196,7 +197,7 @@ def write_optuna_journal(study_dir: str | Path, space: SearchSpace, *, ranking: 
     if trials is None:
         trials = read_trials(study_dir)[0]
     if ranking is None:
-        ranking = pd.read_parquet(study_dir / "ranking.parquet")
+        ranking = read_parquet_frame(study_dir / "ranking.parquet")
     wanted = journal_trials(ranking, trials, space)
     fresh = dict(wanted)
     attrs = _study_attrs(space)

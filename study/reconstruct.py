@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from PIL import Image
 from torch import Tensor
@@ -55,6 +54,7 @@ from study.reconstruct_decoder import (Decoder, DecoderFit, FitConfig, decoded_p
                                        to_unit_pixels)
 from study.reconstruct_grid import TILE, GridRow, render_grid
 from study.space import SpaceError, load_space
+from study.parquet_io import read_parquet_frame
 
 __all__ = ["GRID_QUERIES", "RECONSTRUCTION_DIR", "Reconstruction", "best_checkpoint", "embedded_images", "main",
            "reconstruct", "reconstruct_for_study", "study_reconstructions", "write_reconstruction"]
@@ -167,7 +167,7 @@ def best_checkpoint(study_dir: Path) -> tuple[str, Path]:
     if not ranking_path.is_file():
         raise ValueError(f"{ranking_path}: not found; write the study's tables with `python -m study.results "
                          f"{study_dir} --write`")
-    ranking = pd.read_parquet(ranking_path, columns=["config_id"])
+    ranking = read_parquet_frame(ranking_path, columns=["config_id"])
     if ranking.empty:
         raise ValueError(f"{ranking_path}: no configuration finished, so there is no best to reconstruct from")
     best = str(ranking.iloc[0]["config_id"])

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from study.parquet_io import write_arrow_atomic
+from study.parquet_io import read_parquet_table, write_arrow_atomic
 
 __all__ = ["PARTS_DIR", "THROUGH_KEY", "Part", "drop_merged_parts", "last_part_number", "merge_parts",
            "parts_through", "read_parts", "read_with_parts", "rows_table", "uniform_params", "unmerged_parts",
@@ -178,7 +178,7 @@ def read_with_parts(study_dir: Path, table: Table) -> tuple[pa.Table | None, pd.
     that cannot be read; the caller names it."""
     study_dir = Path(study_dir)
     path = study_dir / TABLE_FILES[table]
-    stored = pq.read_table(path) if path.is_file() else None
+    stored = read_parquet_table(path) if path.is_file() else None
     parts = unmerged_parts(study_dir)
     if not parts:
         return stored, None if stored is None else stored.to_pandas()

@@ -245,11 +245,12 @@ class Study:
             return None, None, f"no ranks/{config_id}.parquet: test-set sampling left out"
         layout = f"one row per (seed, epoch, dataset, split, query) with columns {list(RANK_COLUMNS)}"
         try:
-            missing = [c for c in RANK_COLUMNS if c not in pq.read_schema(path).names]
-            if missing:
-                raise ValueError(f"{path}: lacks columns {missing}; a ranks file holds {layout}")
-            frame = pq.read_table(path, columns=list(RANK_COLUMNS),
-                                  filters=[("epoch", "==", epoch)]).to_pandas()
+            with open(path, "rb") as stream:  # opened once: the driver may replace it meanwhile (parquet_io)
+                missing = [c for c in RANK_COLUMNS if c not in pq.read_schema(stream).names]
+                if missing:
+                    raise ValueError(f"{path}: lacks columns {missing}; a ranks file holds {layout}")
+                stream.seek(0)
+                frame = pq.read_table(stream, columns=list(RANK_COLUMNS), filters=[("epoch", "==", epoch)]).to_pandas()
         except (pa.ArrowException, OSError) as error:
             raise ValueError(f"{path}: not a readable ranks file ({error}); it holds {layout}") from None
         ranks, queries = {}, {}

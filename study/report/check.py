@@ -26,6 +26,7 @@ import pandas as pd
 from study.report.context import SECTIONS
 from study.report.probes import PROBE_KINDS, probe_folder
 from study.report.reconstruction import reconstruction_pictures
+from study.parquet_io import read_parquet_frame
 
 __all__ = ["check_report"]
 
@@ -138,7 +139,7 @@ def check_report(study_dir: str | Path, html: str | Path | None = None) -> list[
     if not parsed.images:
         problems.append("no embedded picture at all")
     problems += [p for p in map(_png_problem, parsed.images) if p]
-    ranking = pd.read_parquet(study_dir / "ranking.parquet")
+    ranking = read_parquet_frame(study_dir / "ranking.parquet")
     if list(parsed.ranking) != [str(c) for c in ranking["config_id"]]:
         problems.append(f"the ranking table lists {list(parsed.ranking)}, ranking.parquet {list(ranking['config_id'])}")
     for _, row in ranking.iterrows():

@@ -19,9 +19,8 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from study.parquet_io import CELL_WEIGHTS_KEY
+from study.parquet_io import CELL_WEIGHTS_KEY, read_parquet_table
 from study.space import SearchSpace, SpaceError, load_space
 from study.table_parts import TABLE_FILES, Table, read_with_parts, unmerged_parts
 
@@ -96,7 +95,7 @@ def _read_parquet(path: Path, fix: str) -> tuple[pd.DataFrame, dict[bytes, bytes
     if not path.is_file():
         raise ReportError(f"{path}: not found; {fix}")
     try:
-        table = pq.read_table(path)
+        table = read_parquet_table(path)
     except (pa.ArrowException, OSError) as error:
         raise ReportError(f"{path}: not a readable Parquet file ({error}); {fix}") from None
     frame = table.to_pandas()
