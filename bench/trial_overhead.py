@@ -391,7 +391,7 @@ PHASES = (
     ("start-up: data and image maps", ("open_study_data",)),
     ("start-up: models and optimisers", ("TrialRun.build", "_restore")),
     ("start-up: imports (the train function's modules)", ("_find_and_load",)),
-    ("rest of the loop: checkpoints, report", ("train_loop_per_worker",)),
+    ("rest of the loop: checkpoints, report", ("run_worker",)),
     ("Ray's task loop (mostly waits in C++ that --nonblocking counts)", ("main_loop",)),
 )
 

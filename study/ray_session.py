@@ -33,6 +33,12 @@ _ADDRESS_HELP = ("start the cluster first (`ray start --head`, or `ray up cluste
                  "host:port (6379 by default), or leave --address out to run on a local Ray")
 
 
+# What a local instance (one node, no autoscaler) does without. Train V2 starts a PreemptionWatcher
+# actor per run, a process of 0.11 GiB polling for cloud nodes about to be preempted; a local node
+# has none to watch.
+_LOCAL_ONLY = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
 class RayAddressError(ValueError):
     """`--address` names no Ray cluster that answers, or the local Ray could not start."""
 
@@ -145,7 +151,7 @@ def ray_session(address: str | None, *, record: Path | None = None, **init_kwarg
         gcs = f"127.0.0.1:{port}"
         with _environment(RAY_GCS_SERVER_PORT=str(port)):  # read by the local node as it starts
             try:
-                ray.init(address="local", runtime_env={"env_vars": {"RAY_ADDRESS": gcs}}, **init_kwargs)
+                ray.init(address="local", runtime_env={"env_vars": {"RAY_ADDRESS": gcs, **_LOCAL_ONLY}}, **init_kwargs)
             except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception when its node start times out
                 ray.shutdown()
                 raise RayAddressError(

@@ -12,7 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from study.train import RunSpec, build_trainer, open_study_data, package_versions
+from study.train import open_study_data, package_versions
+from study.trainer import RunSpec, build_trainer
 from study.trial_config import TrialConfig
 from study.trial_record import RECORD_FILE, TrialRecord, TrialRecordError, git_state, last_result
 
@@ -78,7 +79,8 @@ def rerun(trial_dir: Path, *, storage: Path, address: str | None) -> int:
         print(f"warning: {note}: the numbers may differ", file=sys.stderr)
     storage = storage.resolve()
     run_name = f"rerun-{trial.config_id}-{record.trial_id}-{int(time.time())}"
-    spec = RunSpec(trial=trial, budget=budget, datasets=record.datasets, cell_weights=record.cell_weights,
+    spec = RunSpec(params=record.config, seeds=record.seeds, budget=budget, datasets=record.datasets,
+                   cell_weights=record.cell_weights,
                    until=until, data_seed=record.data_seed, cache_dir=record.cache_dir,
                    allow_missing_images=record.allow_missing_images, run_dir=f"{storage}/{run_name}")
     with ray_session(address, log_to_driver=True):

@@ -1,6 +1,6 @@
-"""One training run on Ray Train: a TorchTrainer whose workers train one configuration on every
-dataset of a study, evaluate Recall@K each epoch (test split and a fixed train sample), checkpoint,
-and report per-dataset recalls and the WHM (methods.md A.8, A.9).
+"""One training run on Ray Train's workers (study/trainer.py builds the trainer): each trains one
+configuration on every dataset of a study, evaluates Recall@K each epoch (test split and a fixed
+train sample), checkpoints, and reports per-dataset recalls and the WHM (methods.md A.8, A.9).
 
     python -m study.train --composer tirg --dataset css --workers 2 --epochs 3
     python -m study.train --composer concat --dataset css --dataset states --param regularizer=ga --param ga_strength=0.01
@@ -16,8 +16,7 @@ import os
 import sys
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,7 +25,6 @@ import ray
 import ray.train
 import torch
 import torch.distributed as dist
-from ray.train.torch import TorchTrainer
 
 from models.encoders import ENCODERS
 from study.budget import Budget, DatasetEntry
@@ -37,29 +35,9 @@ from study.ray_session import RayAddressError, check_reachable, ray_session
 from study.space import SearchSpace, SpaceError, cell_weights
 from study.trial_config import TrialConfig, check_capabilities
 from study.trial_failure import nonfinite_loss, record_failure, recorded_failure
+from study.trainer import CHECKPOINT_FILE, HISTORY_FILE, RANKS_FILE, RunSpec, build_trainer, reached  # noqa: F401 (reached: imported from here too)
 from study.trial_run import TrialRun, ranks_frame
 from study.worker import SeedRun
-
-CHECKPOINT_FILE = "state.pt"  # weights, optimisers, random states, epoch, time (torch.load weights_only)
-HISTORY_FILE = "history.json"  # the metrics of every epoch so far
-RANKS_FILE = "ranks.parquet"  # every evaluated query's first-hit rank, every epoch so far
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a worker needs; travels to the workers pickled, never as a raw dict."""
-
-    trial: TrialConfig
-    budget: Budget
-    datasets: tuple[DatasetEntry, ...]
-    cell_weights: Mapping[str, float]  # "css/test@1" -> weight (A.9)
-    until: int  # train up to this epoch (a rung of the sync scheduler, else the budget's epochs)
-    data_seed: int = 0
-    cache_dir: str | None = None
-    allow_missing_images: bool = False
-    driver_node: str = ""  # node of the Tune function that launched this run (reported with the workers')
-    run_dir: str = ""  # the Train run's folder on shared storage: where a failure's reason is recorded
-
 
 def open_study_data(entry: DatasetEntry, *, budget: Budget, data_seed: int, cache_dir: str | None,
                     allow_missing_images: bool = False):
@@ -70,7 +48,7 @@ def open_study_data(entry: DatasetEntry, *, budget: Budget, data_seed: int, cach
                         image_size=entry.image_size or budget.image_size)
 
 
-def setup_record(spec: RunSpec, run: TrialRun, world: int) -> dict[str, Any]:
+def setup_record(spec: RunSpec, trial: TrialConfig, run: TrialRun, world: int) -> dict[str, Any]:
     """How this trial computed, stored with every result (issue 9: nothing silent)."""
     record: dict[str, Any] = {
         "setup/workers": world, "setup/threads": spec.budget.threads_per_worker,
@@ -78,7 +56,7 @@ def setup_record(spec: RunSpec, run: TrialRun, world: int) -> dict[str, Any]:
         "setup/batch_size": spec.budget.batch_size, "setup/versions": package_versions(),
         "setup/scale": spec.budget.scale,  # the generated datasets' size: study.evaluate evaluates at it
     }
-    for share in (r.share for r in run.runs[spec.trial.seeds[0]]):
+    for share in (r.share for r in run.runs[trial.seeds[0]]):
         record[f"setup/image_size/{share.key}"] = share.data.train.image_size
         record[f"setup/augment/{share.key}"] = share.entry.augment
     return record
@@ -93,15 +71,16 @@ def package_versions() -> str:
     return json.dumps({"python": platform.python_version(), **{p: version(p) for p in packages}}, sort_keys=True)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    spec: RunSpec = config["spec"]
+def run_worker(spec: RunSpec) -> None:
+    """One worker of the run (study.trainer.train_loop_per_worker calls it on every worker)."""
+    trial = spec.trial()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     torch.set_num_threads(spec.budget.threads_per_worker)  # the budget's, not Ray's placement: it changes the floats
     data = {e.key: open_study_data(e, budget=spec.budget, data_seed=spec.data_seed, cache_dir=spec.cache_dir,
                                    allow_missing_images=spec.allow_missing_images) for e in spec.datasets}
-    run = TrialRun.build(spec.trial, spec.budget, spec.datasets, data, cell_weights=spec.cell_weights,
+    run = TrialRun.build(trial, spec.budget, spec.datasets, data, cell_weights=spec.cell_weights,
                          data_seed=spec.data_seed, cache_dir=spec.cache_dir, rank=rank, world=world, device=device)
     _restore(run)
     if run.epoch >= spec.until:
@@ -112,7 +91,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.train.report(run.history[-1] if rank == 0 and run.history else {"epoch": run.epoch})
         return
     nodes = ",".join(sorted(set(_gather_node_ids(world))))
-    setup = setup_record(spec, run, world)
+    setup = setup_record(spec, trial, run, world)
     for epoch in range(run.epoch, spec.until):
         began, cpu_began = time.time(), time.process_time()
         train_logs = run.train_epoch()
@@ -128,7 +107,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # nothing collective. The other ranks wait for it in the next collective, as they would in
         # report()'s barrier anyway; drawn before `timed`, so the trial's wall and CPU time count it.
         probes_began = time.time()
-        first_seed = run.runs[spec.trial.seeds[0]]
+        first_seed = run.runs[trial.seeds[0]]
         pictures = {r.share.key: probe_pictures(r, data_seed=spec.data_seed, gallery_emb=run.probe_galleries.get(r.share.key))
                     for r in first_seed} if rank == 0 else {}
         probes_s = time.time() - probes_began
@@ -142,7 +121,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics.update(times)
         metrics.update(setup)
         metrics.update({
-            "epoch": run.epoch, "until": spec.until, "config_id": spec.trial.config_id,
+            "epoch": run.epoch, "until": spec.until, "config_id": trial.config_id,
             "check/replicas_identical": float(identical), "time/train_s": train_s, "time/probes_s": probes_s,
             "time/epoch_s": time.time() - began, "nodes": nodes, "driver_node": spec.driver_node,
         })
@@ -191,47 +170,6 @@ def _gather_node_ids(world: int) -> list[str]:
     nodes: list[Any] = [None] * world
     dist.all_gather_object(nodes, node)
     return nodes
-
-
-def reached(run_dir: str, until: int) -> dict[str, Any] | None:
-    """The last result of the Train run in `run_dir` (a path or URI) when its latest checkpoint has
-    trained to `until`, else None. A trial that Tune restarts after its rung had finished (the
-    driver was killed before it recorded the end) reports this again without starting a
-    TorchTrainer, its workers and their data: about 20 CPU-seconds of start-up on a small node."""
-    try:
-        with warnings.catch_warnings():  # Ray 2.60 reads its snapshot with pydantic's deprecated parse_obj
-            warnings.simplefilter("ignore", DeprecationWarning)
-            latest = ray.train.Result.from_path(run_dir).checkpoint
-        if latest is None:
-            return None
-        with latest.as_directory() as directory:
-            history = json.loads(Path(directory, HISTORY_FILE).read_text())
-    except Exception:  # noqa: BLE001 - only a shortcut: whatever stops it, the full path runs
-        # no run there yet, one that never reported, a damaged snapshot or a folder this node
-        # cannot read: the TorchTrainer starts, restores Train's checkpoint and finds out itself,
-        # raising Ray's own error when the run folder really is broken
-        return None
-    return history[-1] if history and int(history[-1]["epoch"]) >= until else None
-
-
-def build_trainer(spec: RunSpec, *, run_name: str, storage_path: str, callbacks: list | None = None) -> TorchTrainer:
-    budget = spec.budget
-    resources = {"CPU": budget.cpus_per_worker}
-    if budget.gpus_per_worker > 0:
-        resources["GPU"] = budget.gpus_per_worker
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"spec": spec},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=budget.workers_per_trial, use_gpu=budget.gpus_per_worker > 0,
-            resources_per_worker=resources,
-        ),
-        run_config=ray.train.RunConfig(
-            name=run_name, storage_path=storage_path, callbacks=callbacks or [],
-            failure_config=ray.train.FailureConfig(max_failures=2),  # a lost node: restart from the checkpoint
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-        ),
-    )
 
 
 def _positive_int(text: str) -> int:
@@ -372,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     weights = cell_weights(datasets, {"test": 1.0}, None, {key: d.recall_ks for key, d in data.items()})
     storage = str(Path(args.storage).resolve())
     run_name = f"train-{args.composer}-{int(time.time())}"
-    spec = RunSpec(trial=trial, budget=budget, datasets=datasets, cell_weights=weights, until=budget.epochs,
-                   run_dir=f"{storage}/{run_name}")
+    spec = RunSpec(params=params, seeds=trial.seeds, budget=budget, datasets=datasets, cell_weights=weights,
+                   until=budget.epochs, run_dir=f"{storage}/{run_name}")
     try:
         with ray_session(args.address, log_to_driver=True):  # the workers' output shows here, as before
             result = build_trainer(spec, run_name=run_name, storage_path=storage).fit()

@@ -5,7 +5,7 @@ trainable). ASHA and Optuna see the seed-mean WHM at equal epochs.
 The TorchTrainer's run name is stable per configuration (`train-<config id>`), so a resumed study,
 a restarted trial or the sync scheduler's next rung continues from Train's last checkpoint instead
 of starting over; a restarted trial whose run already reached its epoch reports that result again
-without starting the TorchTrainer (study.train.reached), and one whose loss diverged fails again at
+without starting the TorchTrainer (study.trainer.reached), and one whose loss diverged fails again at
 once with the reason (study/trial_failure.py).
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from study.budget import Budget, DatasetEntry
-from study.train import RunSpec, build_trainer, reached
-from study.trial_config import TrialConfig
+from study.config_keys import CONFIG_ID, DEFAULT_CONFIG_ID, UNTIL
+from study.trainer import RunSpec, build_trainer, reached
 from study.trial_failure import raise_if_failed
 
 
@@ -61,13 +61,13 @@ def trials_end_by_themselves(budget: Budget, scheduler: str) -> bool:
 
 def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = _REUSE_WAIT_S
-    trial_id = tune.get_context().get_trial_id()
-    trial = TrialConfig.from_params(config, seeds=settings.seeds, where=f"trial {trial_id}")
-    run_name = train_run_name(trial.config_id)
+    # Only the control keys are read here; the workers read the hyperparameters (RunSpec.trial), so
+    # this process never imports the models and torch (study/trainer.py).
+    run_name = train_run_name(str(config.get(CONFIG_ID, DEFAULT_CONFIG_ID)))
     run_dir = f"{settings.train_storage.rstrip('/')}/{run_name}"
     spec = RunSpec(
-        trial=trial, budget=settings.budget, datasets=settings.datasets, cell_weights=settings.cell_weights,
-        until=min(trial.until or settings.budget.epochs, settings.budget.epochs),
+        params=dict(config), seeds=settings.seeds, budget=settings.budget, datasets=settings.datasets,
+        cell_weights=settings.cell_weights, until=min(config.get(UNTIL) or settings.budget.epochs, settings.budget.epochs),
         data_seed=settings.data_seed, cache_dir=settings.cache_dir,
         allow_missing_images=settings.allow_missing_images, driver_node=ray.get_runtime_context().get_node_id(),
         run_dir=run_dir,

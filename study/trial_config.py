@@ -16,14 +16,9 @@ from models.composers import COMPOSERS, composer_class
 from models.encoders import ENCODERS, encoder_class
 from models.regularizers import REGULARIZERS, regularizer_configs, regularizer_param_names, requirements
 
+from study.config_keys import BASELINE_OF, CONFIG_ID, CONTROL_KEYS, DEFAULT_CONFIG_ID, ROLE, UNTIL  # noqa: F401 (imported from here too)
 from study.space import CLASSIFY_SPLIT, Budget, SearchSpace, SpaceError
 
-# Keys the searchers (study/search.py) add to a trial's config beside the hyperparameters:
-CONFIG_ID = "__config__"  # the configuration's id, stable across the trials that train it ("c0003", "b0001")
-UNTIL = "__until__"  # train up to this epoch (a rung of the sync scheduler; the budget's epochs otherwise)
-ROLE = "__role__"  # "searched" (proposed by the sampler) or "baseline" (a matched baseline, A.9)
-BASELINE_OF = "__baseline__"  # for a searched configuration with a regulariser: its matched baseline's id
-CONTROL_KEYS = (CONFIG_ID, UNTIL, ROLE, BASELINE_OF)
 NO_REGULARIZER = "none"
 
 
@@ -37,7 +32,7 @@ class TrialConfig:
     regularizer: str  # the selector the space searched over ("none", "ga", "dim"); recorded for results
     regularizers: tuple[Any, ...]  # each enabled regulariser's frozen Config
     params: tuple[tuple[str, Any], ...]  # the sampled hyperparameters, for results and TensorBoard
-    config_id: str = "c0000"  # stable across the Tune trials that train this configuration
+    config_id: str = DEFAULT_CONFIG_ID  # stable across the Tune trials that train this configuration
     until: int | None = None  # train up to this epoch; None: the budget's epochs
     role: Literal["searched", "baseline"] = "searched"
     baseline_of: str | None = None  # the config id of this configuration's matched baseline
@@ -71,7 +66,7 @@ class TrialConfig:
         return cls(
             composer=composer, k=k, seeds=tuple(seeds), regularizer=selector,
             regularizers=tuple(configs), params=tuple(sorted(raw.items())),
-            config_id=str(control.get(CONFIG_ID, "c0000")), until=until,
+            config_id=str(control.get(CONFIG_ID, DEFAULT_CONFIG_ID)), until=until,
             role=control.get(ROLE, "searched"), baseline_of=control.get(BASELINE_OF),
         )
 

@@ -14,9 +14,6 @@ import math
 from pathlib import Path
 from typing import Mapping
 
-import torch
-import torch.distributed as dist
-
 __all__ = ["FAILURE_FILE", "TrialFailed", "nonfinite_loss", "raise_if_failed", "record_failure", "recorded_failure"]
 
 FAILURE_FILE = "failed.json"
@@ -31,6 +28,9 @@ def nonfinite_loss(train_logs: Mapping[str, float], *, epoch: int, world: int) -
     every rank: one small all-reduce per epoch), else None."""
     bad = sorted(name for name, value in train_logs.items() if "/loss/" in name and not math.isfinite(value))
     if world > 1:
+        import torch  # here: the trial's Tune process imports this module and never torch (study/trainer.py)
+        import torch.distributed as dist
+
         flag = torch.tensor([float(bool(bad))])
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item() and not bad:

@@ -86,15 +86,15 @@ def test_cpu_in_windows_by_hand() -> None:
 def test_stack_summary_by_hand(tmp_path: Path) -> None:
     path = tmp_path / "worker.pyspy"
     path.write_text(
-        "main;train_loop_per_worker (study/train.py:115);TrialRun.train_epoch (study/trial_run.py:97);"
+        "main;run_worker (study/train.py:115);TrialRun.train_epoch (study/trial_run.py:97);"
         "train_step (study/worker.py:89);Conv2d._conv_forward (torch/conv.py:3) 30\n"
-        "main;train_loop_per_worker (study/train.py:115);TrialRun.train_epoch (study/trial_run.py:97);"
+        "main;run_worker (study/train.py:115);TrialRun.train_epoch (study/trial_run.py:97);"
         "_engine_run_backward (torch/graph.py:1) 10\n"
-        "main;train_loop_per_worker (study/train.py:120);TrialRun.evaluate (study/trial_run.py:105);"
+        "main;run_worker (study/train.py:120);TrialRun.evaluate (study/trial_run.py:105);"
         "SeedRun.evaluate (study/worker.py:180) 20\n"
-        "main;train_loop_per_worker (study/train.py:101);TrialRun.build (study/trial_run.py:83);"
+        "main;run_worker (study/train.py:101);TrialRun.build (study/trial_run.py:83);"
         "SeedRun.build (study/worker.py:135);_find_and_load (<frozen importlib._bootstrap>:1) 16\n"
-        "main;train_loop_per_worker (study/train.py:150);save (torch/serialization.py:9) 4\n"
+        "main;run_worker (study/train.py:150);save (torch/serialization.py:9) 4\n"
         "<module> (default_worker.py:1);Worker.main_loop (ray/worker.py:1069) 20\n"
     )
     lines = trial_overhead.stack_summary(path, top=2)
