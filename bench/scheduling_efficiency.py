@@ -21,7 +21,9 @@ What is measured, and from where:
   data, Ray's start and stop, every trial, the tables and the ranking.
 - The timeline: study.run prints a line per trial event on stderr (study/progress.py), flushed as
   it happens; this bench stamps each line as it arrives. `started` is when Tune saw the trial's
-  actor up, `finished` when it saw the trial's function return (Train's workers shut down).
+  actor up, `finished` when Tune completed the trial: when its function returned (Train's workers
+  shut down), or, where a finished trial's process is reused, at its last result, before the
+  function returns: the Train run's shutdown then falls in the gap before the next trial.
   From these spans, every second of the two slots that no trial held is put in one of three
   places: the start of the study (before any trial had ended), between trials (a slot empty
   between one trial's end and the next one's start), and the end (after the last trial started);
@@ -76,7 +78,7 @@ class TrialSpan:
     config_id: str
     started: float  # Tune saw its actor up
     last_result: float | None  # Tune saw its last result
-    ended: float  # Tune saw its function return
+    ended: float  # Tune completed the trial (its function returned, or its last result with reused processes)
     status: str  # "finished", "stopped early, finished" or "FAILED"
 
 
@@ -289,7 +291,7 @@ def report(run: StudyRun, concurrency: int) -> None:
     print(f"\nwhere the {concurrency} slots x {wall:.1f} s = {slot_s:.1f} slot-s went:")
     rows = [
         ("configurations' own time (Tune's time_total_s)", sum(own)),
-        ("trial tails: last report -> Tune saw the function return (and actor up -> first result request)", sum(tails)),
+        ("trial tails: last report -> Tune completed the trial (and actor up -> first result request)", sum(tails)),
         (f"idle, start of study: process start -> first trial started at +{first_start - run.began:.1f} s, and "
          "slots empty until a trial had ended", idle.start_s),
         ("idle, between trials: a slot empty between one trial's end and the next one's start", idle.between_s),
@@ -320,7 +322,7 @@ def report(run: StudyRun, concurrency: int) -> None:
                   f"name has whole seconds), and its actor (a new process: imports, the trainable's setup; or a "
                   f"finished trial's, reused) was up "
                   f"{median(up):.1f} s after that (median, max {max(up):.1f} s)")
-    print(f"trial tails (last report -> function returned): median {median(tails):.1f} s, max {max(tails):.1f} s")
+    print(f"trial tails (last report -> Tune completed the trial): median {median(tails):.1f} s, max {max(tails):.1f} s")
     print(f"per configuration, own time (Tune) / worker's epochs: median {median(own):.1f} / {median(worker):.1f} s")
 
 

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import pandas as pd
 import ray
 import ray.train
+import ray.train.torch
 import torch
 import torch.distributed as dist
 

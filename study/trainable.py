@@ -1,8 +1,9 @@
-"""The Tune function for one trial: one configuration, ALL its seeds, in ONE TorchTrainer that
-trains it on every dataset of the study (platform-notes.md: Train V2 inside a Tune function
-trainable). ASHA and Optuna see the seed-mean WHM at equal epochs.
+"""The Tune function for one trial: one configuration, ALL its seeds, in ONE Ray Train run (torch
+workers, study/trainer.py) that trains it on every dataset of the study (platform-notes.md: Train
+V2 inside a Tune function trainable). ASHA and Optuna see the seed-mean WHM at equal epochs. This
+process imports no torch: it reads only the config's control keys.
 
-The TorchTrainer's run name is stable per configuration (`train-<config id>`), so a resumed study,
+The Train run's name is stable per configuration (`train-<config id>`), so a resumed study,
 a restarted trial or the sync scheduler's next rung continues from Train's last checkpoint instead
 of starting over; a restarted trial whose run already reached its epoch reports that result again
 without starting the TorchTrainer (study.trainer.reached), and one whose loss diverged fails again at
