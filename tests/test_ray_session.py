@@ -80,17 +80,19 @@ def test_a_local_ray_that_does_not_start_is_one_clear_error(monkeypatch: pytest.
     assert shut  # whatever had started is stopped
 
 
-def test_a_local_ray_runs_trains_actors_without_a_preemption_watcher() -> None:
-    """A local node has no cloud nodes that could be preempted: every actor of the session (Train's
-    controller reads it) is told not to start Train's PreemptionWatcher, a 0.11 GiB process per run."""
+def test_a_local_rays_actors_get_the_sessions_train_settings() -> None:
+    """Every actor of the session (Train's controller reads them) is told to poll its workers every
+    0.5 s, and, a local node having no cloud nodes that could be preempted, not to start Train's
+    PreemptionWatcher, a 0.11 GiB process per run."""
     import ray
 
     from study.ray_session import ray_session
 
+    names = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
     with ray_session(None):
         @ray.remote(num_cpus=0)
-        def environment(name: str) -> str | None:
-            return os.environ.get(name)
+        def environment() -> list[str | None]:
+            return [os.environ.get(name) for name in names]
 
-        assert ray.get(environment.remote("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")) == "0"
-    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ  # the driver's own environment is left alone
+        assert ray.get(environment.remote()) == ["0.5", "0"]
+    assert not any(name in os.environ for name in names)  # the driver's own environment is left alone
