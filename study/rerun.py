@@ -80,9 +80,9 @@ def rerun(trial_dir: Path, *, storage: Path, address: str | None) -> int:
     storage = storage.resolve()
     run_name = f"rerun-{trial.config_id}-{record.trial_id}-{int(time.time())}"
     spec = RunSpec(params=record.config, seeds=record.seeds, budget=budget, datasets=record.datasets,
-                   cell_weights=record.cell_weights,
-                   until=until, data_seed=record.data_seed, cache_dir=record.cache_dir,
-                   allow_missing_images=record.allow_missing_images, run_dir=f"{storage}/{run_name}")
+                   cell_weights=record.cell_weights, until=until, data_seed=record.data_seed,
+                   cache_dir=record.cache_dir, allow_missing_images=record.allow_missing_images,
+                   run_dir=f"{storage}/{run_name}")
     with ray_session(address, log_to_driver=True):
         result = build_trainer(spec, run_name=run_name, storage_path=str(storage)).fit()
     lines = differences(recorded, result.metrics)

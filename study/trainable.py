@@ -6,7 +6,7 @@ process imports no torch: it reads only the config's control keys.
 The Train run's name is stable per configuration (`train-<config id>`), so a resumed study,
 a restarted trial or the sync scheduler's next rung continues from Train's last checkpoint instead
 of starting over; a restarted trial whose run already reached its epoch reports that result again
-without starting the TorchTrainer (study.trainer.reached), and one whose loss diverged fails again at
+without starting the Train run (study.trainer.reached), and one whose loss diverged fails again at
 once with the reason (study/trial_failure.py).
 """
 from __future__ import annotations
@@ -66,9 +66,10 @@ def run_trial(config: dict[str, Any], settings: StudySettings) -> None:
     # this process never imports the models and torch (study/trainer.py).
     run_name = train_run_name(str(config.get(CONFIG_ID, DEFAULT_CONFIG_ID)))
     run_dir = f"{settings.train_storage.rstrip('/')}/{run_name}"
+    epochs = settings.budget.epochs
     spec = RunSpec(
         params=dict(config), seeds=settings.seeds, budget=settings.budget, datasets=settings.datasets,
-        cell_weights=settings.cell_weights, until=min(config.get(UNTIL) or settings.budget.epochs, settings.budget.epochs),
+        cell_weights=settings.cell_weights, until=min(config.get(UNTIL) or epochs, epochs),
         data_seed=settings.data_seed, cache_dir=settings.cache_dir,
         allow_missing_images=settings.allow_missing_images, driver_node=ray.get_runtime_context().get_node_id(),
         run_dir=run_dir,

@@ -79,7 +79,8 @@ def reached(run_dir: str, until: int) -> dict[str, Any] | None:
     return history[-1] if history and int(history[-1]["epoch"]) >= until else None
 
 
-def build_trainer(spec: RunSpec, *, run_name: str, storage_path: str, callbacks: list | None = None) -> DataParallelTrainer:
+def build_trainer(spec: RunSpec, *, run_name: str, storage_path: str,
+                  callbacks: list | None = None) -> DataParallelTrainer:
     """Ray Train's data-parallel trainer of torch workers (what TorchTrainer is, with
     study/torch_backend.py's config in place of TorchConfig)."""
     budget = spec.budget
