@@ -1,5 +1,5 @@
-"""A trial's Tune process and Ray Train's controller never import torch (issue 12: 3.7 s of each
-trial's start-up and 0.26 GiB per process): the trainable's modules, and everything the controller
+"""A trial's Tune process and Ray Train's controller never import torch (issue 12: seconds of each
+trial's start-up and 0.3 GiB per process): the trainable's modules, and everything the controller
 unpickles (the run context with the RunSpec, the backend config and its backend for one worker),
 load in a fresh interpreter without it. Workers import torch, and several workers still get torch's
 process group (tests/test_data_parallel.py, slow)."""
