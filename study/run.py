@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 def _tune(space, budget, args, study_dir: Path, cell_weights, tables: TableWriter):
     from study.ray_session import ray_session
     from study.stop_signal import sigterm_as_sigint
+    from study.trainer import start_train_coordinator
 
     record = study_dir / ".ray-session"  # a local Ray's session, so a resume can stop what a SIGKILL left
     with ray_session(args.address, record=record) as address, sigterm_as_sigint():  # after ray.init's own handler
@@ -229,6 +230,8 @@ def _tune(space, budget, args, study_dir: Path, cell_weights, tables: TableWrite
             from study.resources import check_resources, cluster_node_shapes
 
             check_resources(budget, cluster_node_shapes(), where=f"the cluster at {address}", budget_name=args.budget)
+        if "://" not in address:
+            start_train_coordinator()
         return _fit(space, budget, args, study_dir, cell_weights, tables)
 
 
