@@ -97,7 +97,13 @@ def open_dataset(
         raise DatasetError(f"dataset {name}: pass allow_missing_images as open_dataset's own argument, not among options")
 
     def load() -> RetrievalData:
-        data = DATASETS.get(loader)(folder, allow_missing_images=allow_missing_images, **options)
+        try:
+            data = DATASETS.get(loader)(folder, allow_missing_images=allow_missing_images, **options)
+        except DatasetError as error:  # a generator's dataset is named as the user named it, not by its loader
+            said, loaders = str(error), f"dataset {loader}:"
+            if name == loader or not said.startswith(loaders):
+                raise
+            raise DatasetError(f"dataset {name}:{said[len(loaders):]}") from None
         if data.unusable:  # refused here, not by the loader: describe shows such a folder
             raise DatasetError(data.unusable)
         if size is None:

@@ -144,6 +144,13 @@ def test_bad_options_are_refused(tiny_root: Path, options: dict, message: str) -
         load_mitstates(tiny_root, **options)
 
 
+def test_the_generated_datasets_bad_options_name_it_not_its_loader(states_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"^dataset states: option split='pairs' is not valid; choose one of "):
+        open_dataset("states", root=states_root, options={"split": "pairs"}, cache_dir=tmp_path)
+    with pytest.raises(DatasetError, match=r"^dataset mitstates: unknown option\(s\) \['splits'\]"):
+        open_dataset("mitstates", root=states_root, options={"splits": "nouns"}, cache_dir=tmp_path)
+
+
 def test_folders_that_cannot_be_split_by_compositions(tmp_path: Path) -> None:
     few = tmp_path / "few"
     for folder in ("wet road", "old road", "wet car", "old car"):  # two adjectives per noun: none can leave
