@@ -74,9 +74,14 @@ def package_versions() -> str:
 
 def run_worker(spec: RunSpec) -> None:
     """One worker of the run (study.trainer.train_loop_per_worker calls it on every worker)."""
-    trial = spec.trial()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    try:
+        trial = spec.trial()
+    except ValueError as error:  # every attempt would fail alike: record why and end (study/trial_failure.py)
+        if rank == 0 and spec.run_dir:
+            record_failure(spec.run_dir, f"its configuration is not valid: {error}")
+        return
     device = ray.train.torch.get_device()
     torch.set_num_threads(spec.budget.threads_per_worker)  # the budget's, not Ray's placement: it changes the floats
     data = {e.key: open_study_data(e, budget=spec.budget, data_seed=spec.data_seed, cache_dir=spec.cache_dir,

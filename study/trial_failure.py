@@ -1,5 +1,6 @@
-"""A trial whose loss stops being finite: it ends with status `error` and the reason, and the study
-goes on.
+"""A trial whose loss stops being finite, or whose configuration its workers cannot build (they
+build it from the raw config, study/trainer.py): it ends with status `error` and the reason, and the
+study goes on.
 
 Retrying would only reproduce it (training is deterministic from the checkpoint), so the workers do
 not raise, which would make Ray Train restart them from the last checkpoint and Tune restart the

@@ -55,3 +55,24 @@ def test_a_trial_ending_now_takes_the_status_it_ends_with() -> None:
     # Tune calls its callbacks before it changes the trial's status
     [config] = configurations([_trial("t1", "RUNNING")], ended={"t1": "TERMINATED"})
     assert config.status == "TERMINATED" and config.trial_id == "t1"
+
+
+def test_a_configuration_the_workers_cannot_build_ends_the_run_once_with_the_reason(tmp_path) -> None:
+    """The workers build the configuration (study/trainer.py RunSpec.trial); one that is not valid (a
+    study resumed after its composer was renamed, say) would fail every attempt alike, so the workers
+    record why and return instead of raising, which would make Ray Train restart them twice."""
+    from study.budget import Budget, DatasetEntry
+    from study.ray_session import ray_session
+    from study.trainer import RunSpec, build_trainer
+
+    run_dir = tmp_path / "train-c0009"
+    spec = RunSpec(params={"composer": "no_such_composer", "K": 4, "__config__": "c0009"}, seeds=(0,),
+                   budget=Budget(epochs=1), datasets=(DatasetEntry("css"),), cell_weights={"css/test@1": 1.0},
+                   until=1, run_dir=str(run_dir))
+    with ray_session(None):
+        build_trainer(spec, run_name=run_dir.name, storage_path=str(tmp_path)).fit()  # no TrainingFailedError
+    reason = recorded_failure(run_dir)
+    assert reason is not None and reason.startswith(f"its configuration is not valid: run {run_dir}: unknown composer "
+                                                    "'no_such_composer'; known: ")
+    with pytest.raises(TrialFailed, match="unknown composer 'no_such_composer'"):
+        raise_if_failed(run_dir)  # what the trial's function raises after fit()
