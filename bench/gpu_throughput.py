@@ -32,6 +32,7 @@ from data_scale import write_images, write_layout  # noqa: E402
 from study.budget import Budget  # noqa: E402
 from study.data import open_dataset  # noqa: E402
 from study.feed import BatchFeed  # noqa: E402
+from study.gradient_mean import GradientMean  # noqa: E402
 from study.worker import seed_run, train_step  # noqa: E402
 
 
@@ -53,12 +54,12 @@ def time_feed(run, device: torch.device, steps: list, channels_last: bool) -> fl
 
 def time_training(run, device: torch.device, batches: list, budget: Budget) -> float:
     """Training steps/s on batches already on the device."""
-    parameters = [p for group in run.optimizer.param_groups for p in group["params"]]
+    gradients = GradientMean([p for group in run.optimizer.param_groups for p in group["params"]], world=1)
     dtype = torch.bfloat16 if budget.precision == "bf16" else None
     generator = torch.Generator().manual_seed(0)
 
     def step(batch) -> None:
-        train_step(run.model, run.objective, run.optimizer, batch, parameters=parameters, world=1,
+        train_step(run.model, run.objective, run.optimizer, batch, gradients=gradients,
                    generator=generator, step=run.step, seed=0, autocast_dtype=dtype)
         run.step += 1
 

@@ -329,6 +329,7 @@ def bare_loop(space, budget, *, seeds: Sequence[int], cache_dir: Path, epochs: i
     import torch  # here, not at the top: the tests of the arithmetic above need no torch
 
     from study.feed import BatchFeed
+    from study.gradient_mean import GradientMean
     from study.randomness import stream_seed
     from study.space import grid_points
     from study.train import open_study_data
@@ -352,7 +353,7 @@ def bare_loop(space, budget, *, seeds: Sequence[int], cache_dir: Path, epochs: i
             run = bare[seed]
             run.model.train()
             run.objective.train()
-            parameters = [p for group in run.optimizer.param_groups for p in group["params"]]
+            gradients = GradientMean([p for group in run.optimizer.param_groups for p in group["params"]], world=1)
             # SeedRun.train_epoch's generators, so these are the trial's batches and negative groups
             augment = torch.Generator().manual_seed(stream_seed("augment", seed, epoch, run.share.key, 0))
             negatives = torch.Generator().manual_seed(stream_seed("negatives", seed, epoch, run.share.key))
@@ -361,7 +362,7 @@ def bare_loop(space, budget, *, seeds: Sequence[int], cache_dir: Path, epochs: i
             began, cpu = time.perf_counter(), time.process_time()
             for host in hosts:
                 batch = host.to_device(run.device)
-                train_step(run.model, run.objective, run.optimizer, batch, parameters=parameters, world=1,
+                train_step(run.model, run.objective, run.optimizer, batch, gradients=gradients,
                            generator=negatives, step=run.step, seed=seed)
                 run.step += 1
             bare_s[-1] += time.perf_counter() - began

@@ -2,7 +2,7 @@
 the train-recall sample, shared by every seed) and for one (seed, dataset) (`SeedRun`: model,
 objective, optimiser); one training step, one epoch of data-parallel training, the evaluation of A.8.
 
-Gradients are averaged across workers by hand (one flat all-reduce) rather than through
+Gradients are averaged across workers by hand (one flat all-reduce, study/gradient_mean.py) rather than through
 DistributedDataParallel: GA's isotropic noise must be added *after* the all-reduce (A.4), the
 input-gradient penalties back-propagate twice through the graph, and some composers leave whole
 encoders unused (image_only ignores the text), all of which fight DDP's reducer hooks. A parameter
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.distributed as dist
 
 from models.batch import Batch
 from models.encoders import encoder_class
@@ -38,10 +37,11 @@ from study.data.image_cache import ImageMap, open_image_map
 from study.evaluation import SplitEvaluation, evaluate_split
 from study.feature_cache import SplitFeatures, open_split_features
 from study.feed import BatchFeed, FeatureFeed
+from study.gradient_mean import GradientMean
 from study.randomness import stream_seed
 from study.trial_config import TrialConfig
 
-__all__ = ["DatasetShare", "SeedRun", "average_gradients", "seed_run", "train_step"]
+__all__ = ["DatasetShare", "SeedRun", "seed_run", "train_step"]
 
 
 @dataclass
@@ -70,27 +70,8 @@ class DatasetShare:
         )
 
 
-def average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
-    """Mean of every gradient over the workers in one flat all-reduce. A parameter some rank did not
-    use counts as 0 there; a parameter NO rank used keeps `grad = None`, as with one worker."""
-    if world == 1:
-        return
-    reference = next(p for p in parameters)
-    used = torch.tensor([float(p.grad is not None) for p in parameters], device=reference.device)  # (P,)
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = torch.cat([g.reshape(-1).float() for g in grads] + [used])
-    dist.all_reduce(flat)
-    used_anywhere = flat[-len(parameters):] > 0
-    flat = flat[: -len(parameters)] / world
-    offset = 0
-    for parameter, anywhere in zip(parameters, used_anywhere.tolist()):
-        n = parameter.numel()
-        parameter.grad = flat[offset : offset + n].view_as(parameter).to(parameter.dtype).clone() if anywhere else None
-        offset += n
-
-
 def train_step(model: CirModel, objective: Objective, optimizer: torch.optim.Optimizer, batch: Batch, *,
-               parameters: list[torch.nn.Parameter], world: int, generator: torch.Generator, step: int, seed: int,
+               gradients: GradientMean, generator: torch.Generator, step: int, seed: int,
                autocast_dtype: torch.dtype | None = None) -> dict[str, Any]:
     """One data-parallel step: loss (negatives from the global batch), backward, gradient mean,
     GA's noise, optimiser step. Returns the logged terms as device tensors (no sync)."""
@@ -100,9 +81,9 @@ def train_step(model: CirModel, objective: Objective, optimizer: torch.optim.Opt
         result = objective(model, batch, generator=generator)
     optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
-    average_gradients(parameters, world)
+    gradients.mean()
     logs = dict(result.device_logs)
-    logs.update(objective.after_gradient_sync(parameters, step=step, seed=seed))
+    logs.update(objective.after_gradient_sync(gradients.parameters, step=step, seed=seed))
     optimizer.step()
     return logs
 
@@ -122,6 +103,7 @@ class SeedRun:
     step: int = 0
     features: dict[str, SplitFeatures] | None = None  # split -> cached features, when the trial trains on them
     fingerprint: str | None = None  # of the frozen encoders (models/model.py encoders_fingerprint); None: trained
+    gradients: GradientMean | None = None  # the optimiser's parameters' mean over the workers, made at the first epoch
 
     @classmethod
     def build(cls, share: DatasetShare, trial: TrialConfig, budget: Budget, *, seed: int,
@@ -183,11 +165,12 @@ class SeedRun:
         # the same on every rank: the negative groups of the global batch must agree
         negatives = torch.Generator(device="cpu").manual_seed(stream_seed("negatives", self.seed, epoch, self.share.key))
         augment = torch.Generator(device="cpu").manual_seed(stream_seed("augment", self.seed, epoch, self.share.key, rank))
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.gradients is None or self.gradients.world != world:
+            self.gradients = GradientMean([p for group in self.optimizer.param_groups for p in group["params"]], world)
         autocast = torch.bfloat16 if self.budget.precision == "bf16" else None
         sums: dict[str, Any] = {}
         for batch in self._batches(steps, augment):
-            logs = train_step(self.model, self.objective, self.optimizer, batch, parameters=parameters, world=world,
+            logs = train_step(self.model, self.objective, self.optimizer, batch, gradients=self.gradients,
                               generator=negatives, step=self.step, seed=self.seed, autocast_dtype=autocast)
             self.step += 1
             for key, value in logs.items():

@@ -1,6 +1,8 @@
 """Data parallelism does not change the recipe (issue 9, item 8), checked through the real
-all-reduce: two gloo processes each take B queries of a 2B batch and run `study.worker.train_step`;
-their parameters must equal one process's step on the whole 2B batch. This catches a loss whose
+all-reduce: two gloo processes each take B queries of a 2B batch and run `study.worker.train_step`
+twice; their parameters must equal one process's two steps on the whole 2B batches. The second step
+reuses the first one's gradient buffer (study/gradient_mean.py), while the momentum holds the first
+step's gradient. This catches a loss whose
 negatives come from one rank's share, GA noise added before the all-reduce, a sum where a mean
 belongs, and parameters that no rank used getting a zero gradient (and so momentum and weight decay).
 
@@ -21,6 +23,7 @@ from models.batch import Batch
 from models.model import CirModel, ModelConfig
 from models.objective import Objective, ObjectiveConfig
 from models.regularizers import regularizer_configs
+from study.gradient_mean import GradientMean
 from study.worker import train_step
 
 B, VOCAB, SIDE = 4, 7, 32
@@ -32,8 +35,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _global_batch() -> Batch:
-    g = torch.Generator().manual_seed(1)
+def _global_batch(seed: int = 1) -> Batch:
+    g = torch.Generator().manual_seed(seed)
     images = lambda: torch.randn(2 * B, 3, SIDE, SIDE, generator=g)  # noqa: E731
     lengths = torch.randint(1, 5, (2 * B,), generator=g)
     tokens = torch.randint(1, VOCAB, (2 * B, 4), generator=g) * (torch.arange(4) < lengths[:, None])
@@ -54,8 +57,10 @@ def _step(composer: str, rank: int, world: int) -> dict[str, torch.Tensor]:
                           mid_channels=model.image_encoder.mid_channels)
     parameters = list(model.parameters()) + list(objective.parameters())
     optimizer = torch.optim.SGD(parameters, lr=0.1, momentum=0.9, weight_decay=0.1)
-    train_step(model, objective, optimizer, _share(_global_batch(), rank, world), parameters=parameters, world=world,
-               generator=torch.Generator().manual_seed(2), step=0, seed=0)
+    gradients = GradientMean(parameters, world)
+    for step in (0, 1):
+        train_step(model, objective, optimizer, _share(_global_batch(1 + step), rank, world), gradients=gradients,
+                   generator=torch.Generator().manual_seed(2), step=step, seed=0)
     return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
