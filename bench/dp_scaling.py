@@ -2,8 +2,8 @@
 workers on 2 local nodes of 1 CPU each, against 1 worker, with the same global batch and the same
 data, in the steady state. Target >= 1.6x.
 
-    python bench/dp_scaling.py                                   # 3-6 minutes on 2 cores (busy: 6)
-    python bench/dp_scaling.py --rounds 2 --epochs 3             # alternate twice (about 9 minutes when busy)
+    python bench/dp_scaling.py                                   # 3-4 minutes on 2 cores (busy: 8)
+    python bench/dp_scaling.py --rounds 2 --epochs 3             # alternate twice (about 5 minutes quiet)
     python bench/dp_scaling.py --epochs 2 --scale 0.01           # a quick look (noisier)
     python bench/dp_scaling.py --profile --epochs 3              # and rank 0's torch.profiler table of each run
 
@@ -21,7 +21,14 @@ and rank 0 records the epoch's wall-clock window and every rank's CPU seconds. E
 (thread pools; the first optimiser step imports torch._dynamo) and is left out; the later epochs
 are the steady state. samples/s = steps x global batch / an epoch's seconds; the figure is the median
 over the steady epochs of 2 workers over that of 1 worker. With --rounds > 1 the runs alternate 1
-and 2 workers, so a drift of the machine's speed hits both.
+worker, 2 workers and lockstep, so a drift of the machine's speed hits all three.
+
+The machine's own limit: a third run, "lockstep", has 2 workers on the same 2 nodes each train a
+configuration of its own at one rank's batch (16), with no collective but a barrier where the
+gradient all-reduce goes. That is everything data parallelism costs except the communication: the
+smaller per-rank batch, two ranks computing at once on this machine's cores, and one wait per step
+for the slower rank. Its samples/s over 1 worker is the most any data-parallel step that
+synchronises once per step can reach here; the real run's shortfall from it is the collectives.
 
 Where the difference goes: every rank's CPU seconds per sample. If data parallelism added no work,
 2 workers that each had a core would reach 2x; `2 x (CPU per sample, 1 worker) / (CPU per sample,
@@ -56,6 +63,8 @@ from bench.contention import CpuSampler  # noqa: E402
 
 TARGET = 1.6  # samples/s with 2 workers over 1 worker, at least
 WORKER_COUNTS = (1, 2)
+# each run of a round: label -> (workers, lockstep); "lockstep" is the machine's limit (the module's doc)
+RUNS = {"1 worker": (1, False), "2 workers": (2, False), "lockstep": (2, True)}
 PARAMS = {"composer": "tirg", "regularizer": "none", "K": 8}  # bench/trial_overhead.yaml's configuration
 
 
@@ -69,14 +78,23 @@ class ScalingRun:
     cache_dir: str
     out: str  # rank 0 writes its epochs here as JSON (the nodes are this machine: one filesystem)
     profile: bool = False  # rank 0 profiles its last epoch with torch.profiler, table beside `out`
+    lockstep: bool = False  # every worker trains alone at `budget`'s batch, a barrier per step (the module's doc)
 
 
-def budget_for(workers: int, *, scale: float):
+GLOBAL_BATCH = 32
+
+
+def budget_for(workers: int, *, scale: float, batch_size: int = GLOBAL_BATCH):
     """bench/trial_overhead.yaml's default budget, with `workers` workers of 1 CPU each."""
     from study.budget import Budget
 
-    return Budget(epochs=1, scale=scale, image_encoder="small_cnn", embed_dim=128, batch_size=32,
+    return Budget(epochs=1, scale=scale, image_encoder="small_cnn", embed_dim=128, batch_size=batch_size,
                   max_steps_per_epoch=40, threads_per_worker=1, workers_per_trial=workers, cpus_per_worker=1.0)
+
+
+def lockstep_budget(*, scale: float):
+    """One worker's budget at one rank's share of the global batch: what each lockstep worker trains."""
+    return budget_for(1, scale=scale, batch_size=GLOBAL_BATCH // RUNS["lockstep"][0])
 
 
 # ---------------------------------------------------------------- on the workers
@@ -111,16 +129,28 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(spec.budget.threads_per_worker)
     data = {spec.dataset.key: open_study_data(spec.dataset, budget=spec.budget, data_seed=0, cache_dir=spec.cache_dir)}
     trial = TrialConfig.from_params(PARAMS, seeds=(0,), where="bench/dp_scaling.py")
+    trial_rank, trial_world = (0, 1) if spec.lockstep else (rank, world)  # lockstep: each worker trains alone
     run = TrialRun.build(trial, spec.budget, (spec.dataset,), data, cell_weights={}, data_seed=0,
-                         cache_dir=spec.cache_dir, rank=rank, world=world, device=torch.device("cpu"))
+                         cache_dir=spec.cache_dir, rank=trial_rank, world=trial_world, device=torch.device("cpu"))
 
     def barrier() -> None:
         if world > 1:
             dist.barrier()
 
+    if spec.lockstep:
+        from study.gradient_mean import GradientMean
+
+        class BarrierInsteadOfMean(GradientMean):  # a barrier where the gradient all-reduce goes
+            def mean(self) -> None:
+                dist.barrier()
+
+        for seed_run in run.all_runs():
+            seed_run.gradients = BarrierInsteadOfMean(
+                [p for group in seed_run.optimizer.param_groups for p in group["params"]], world=1)
+
     epochs = []
     for epoch in range(spec.epochs):
-        steps = sum(len(r.steps(run.epoch, rank, world)) for r in run.all_runs())
+        steps = sum(len(r.steps(run.epoch, trial_rank, trial_world)) for r in run.all_runs())
         profiler = _profiler(spec.profile and rank == 0 and epoch == spec.epochs - 1)
         barrier()
         began, cpu = time.time(), time.process_time()
@@ -137,7 +167,7 @@ def train_loop(config: dict[str, Any]) -> None:
             cpus = [None] * world
             dist.all_gather_object(cpus, cpu)
         epochs.append({"epoch": epoch + 1, "began": began, "ended": ended, "steps": steps,
-                       "samples": steps * spec.budget.batch_size, "cpu_s": cpus})
+                       "samples": steps * spec.budget.batch_size * (world if spec.lockstep else 1), "cpu_s": cpus})
     if rank == 0:
         Path(spec.out).write_text(json.dumps(epochs))
 
@@ -154,6 +184,7 @@ class Epoch:
     samples: int
     cpu_s: tuple[float, ...]  # per rank
     contention: float  # share of the machine other processes took during the epoch
+    lockstep: bool = False  # a lockstep run's epoch (each worker alone, a barrier per step)
 
     @property
     def rate(self) -> float:
@@ -201,6 +232,12 @@ def kept(epochs: Sequence[Epoch], max_contention: float) -> tuple[list[Epoch], b
     when none was."""
     clean = [e for e in epochs if e.contention <= max_contention]
     return (clean, True) if clean else (list(epochs), False)
+
+
+def by_run(epochs: Sequence[Epoch], max_contention: float) -> dict[str, tuple[list[Epoch], bool]]:
+    """Each run's steady epochs (RUNS' labels) that other processes left alone (`kept`)."""
+    return {label: kept(steady([e for e in epochs if (e.workers, e.lockstep) == key]), max_contention)
+            for label, key in RUNS.items()}
 
 
 def scaling(rates_1: Sequence[float], rates_2: Sequence[float]) -> float:
@@ -261,18 +298,23 @@ def prepare_data(scale: float, cache_dir: Path):
     return entry, data
 
 
+def run_name(workers: int, round: int, lockstep: bool) -> str:
+    return f"dp-{workers}w{'-lockstep' if lockstep else ''}-round{round}"
+
+
 def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir: Path, storage: Path,
-        profile: bool = False) -> str:
+        profile: bool = False, lockstep: bool = False) -> str:
     """One TorchTrainer run; returns rank 0's epochs (JSON) (and with `profile`, its profile of the
     last epoch beside it: profile_table)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    name = f"dp-{workers}w-round{round}"
+    name = run_name(workers, round, lockstep)
     out = storage / f"{name}.json"
     storage.mkdir(parents=True, exist_ok=True)
-    spec = ScalingRun(budget=budget_for(workers, scale=scale), dataset=entry, epochs=epochs, cache_dir=str(cache_dir),
-                      out=str(out), profile=profile)
+    budget = lockstep_budget(scale=scale) if lockstep else budget_for(workers, scale=scale)
+    spec = ScalingRun(budget=budget, dataset=entry, epochs=epochs, cache_dir=str(cache_dir), out=str(out),
+                      profile=profile, lockstep=lockstep)
     trainer = TorchTrainer(
         train_loop, train_loop_config={"spec": spec},
         scaling_config=ray.train.ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1.0},
@@ -283,9 +325,9 @@ def fit(workers: int, round: int, *, entry, epochs: int, scale: float, cache_dir
     return out.read_text()
 
 
-def profile_table(storage: Path, workers: int, round: int) -> str | None:
+def profile_table(storage: Path, name: str) -> str | None:
     """Rank 0's torch.profiler table of a --profile run, if it wrote one."""
-    path = storage / f"dp-{workers}w-round{round}.profile.txt"
+    path = storage / f"{name}.profile.txt"
     return path.read_text() if path.is_file() else None
 
 
@@ -293,7 +335,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one warm-up (>= 2)")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="runs of each worker count, alternating (each run costs a TorchTrainer start: about "
+                        help="runs of 1 worker, 2 workers and lockstep, alternating (each run costs a TorchTrainer start: about "
                              "30 s here, 90 s on a busy machine)")
     parser.add_argument("--scale", type=float, default=0.05, help="css's generated size (0.05: 28 steps an epoch)")
     parser.add_argument("--max-contention", type=float, default=0.05,
@@ -322,7 +364,7 @@ def main() -> int:
     load_before = os.getloadavg()
     began = time.time()
     measured: list[Epoch] = []
-    tables: dict[tuple[int, int], str | None] = {}
+    tables: dict[tuple[str, int], str | None] = {}
     with tempfile.TemporaryDirectory(prefix="cirstudy-dp-scaling-") as scratch:
         work = args.workdir or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
@@ -330,21 +372,22 @@ def main() -> int:
         cost = batch_cost(data, scale=args.scale, cache_dir=work / "cache")
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         try:
-            for _ in WORKER_COUNTS:
+            for _ in range(max(WORKER_COUNTS)):
                 cluster.add_node(num_cpus=1)
             cluster.wait_for_nodes()
             with ray_session(cluster.address), CpuSampler(interval=1.0) as sampler:
                 for round in range(1, args.rounds + 1):
-                    for workers in WORKER_COUNTS:
+                    for label, (workers, lockstep) in RUNS.items():
                         record = fit(workers, round, entry=entry, epochs=args.epochs, scale=args.scale,
-                                     cache_dir=work / "cache", storage=work / "train", profile=args.profile)
+                                     cache_dir=work / "cache", storage=work / "train", profile=args.profile,
+                                     lockstep=lockstep)
                         if args.profile:
-                            tables[(workers, round)] = profile_table(work / "train", workers, round)
+                            tables[(label, round)] = profile_table(work / "train", run_name(workers, round, lockstep))
                         for e in parse_epochs(record, workers=workers, round=round):
                             epoch = Epoch(workers, round, e["epoch"], e["ended"] - e["began"], e["samples"],
-                                          tuple(e["cpu_s"]), sampler.share(e["began"], e["ended"]))
+                                          tuple(e["cpu_s"]), sampler.share(e["began"], e["ended"]), lockstep)
                             measured.append(epoch)
-                            print(f"  {workers} worker(s), round {round}, epoch {epoch.epoch}: {epoch.rate:6.1f} "
+                            print(f"  {label}, round {round}, epoch {epoch.epoch}: {epoch.rate:6.1f} "
                                   f"samples/s ({epoch.seconds:5.2f} s), ranks used "
                                   f"{', '.join(f'{c / epoch.seconds:.2f}' for c in epoch.cpu_s)} cores, others "
                                   f"{epoch.contention:.0%} of the machine", file=sys.stderr, flush=True)
@@ -355,45 +398,51 @@ def main() -> int:
 
     if args.profile:  # the profiled last epoch of each run ran slower
         measured = [e for e in measured if e.epoch < args.epochs]
-    runs = {w: kept(steady([e for e in measured if e.workers == w]), args.max_contention) for w in WORKER_COUNTS}
-    rates = {w: [e.rate for e in runs[w][0]] for w in WORKER_COUNTS}
-    figure = scaling(rates[1], rates[2])
-    contended = [w for w in WORKER_COUNTS if not runs[w][1]]
-    worst = max(e.contention for w in WORKER_COUNTS for e in runs[w][0])
+    runs = by_run(measured, args.max_contention)
+    rates = {label: [e.rate for e in runs[label][0]] for label in RUNS}
+    figure = scaling(rates["1 worker"], rates["2 workers"])
+    limit = scaling(rates["1 worker"], rates["lockstep"])
+    contended = [label for label in RUNS if not runs[label][1]]
+    worst = max(e.contention for label in RUNS for e in runs[label][0])
 
     print(f"command: python {' '.join(sys.argv)}")
     print(f"data-parallel scaling (issue 12): tirg + none (K 8) on css at scale {args.scale} "
-          f"({len(data.train.queries)} training queries), small_cnn, global batch 32, 1 thread per worker; "
-          f"{args.rounds} round(s) of 1 and 2 workers, {args.epochs} epochs each, epoch 1 warm-up")
+          f"({len(data.train.queries)} training queries), small_cnn, global batch {GLOBAL_BATCH}, 1 thread per worker; "
+          f"{args.rounds} round(s) of 1 worker, 2 workers and lockstep, {args.epochs} epochs each, epoch 1 warm-up")
     print(f"machine: {os.cpu_count()} cores; {date}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} "
           f"after; {time.time() - began:.0f} s in all; cluster: head 0 CPUs + 2 nodes x 1 CPU")
     print()
-    for w in WORKER_COUNTS:
-        epochs, clean = runs[w]
-        print(f"{w} worker(s): median {median(rates[w]):6.1f} samples/s over {len(epochs)} steady epoch(s) "
-              f"({', '.join(f'{r:.1f}' for r in rates[w])}); others took at most "
+    for label in RUNS:
+        epochs, clean = runs[label]
+        print(f"{label + ':':10s} median {median(rates[label]):6.1f} samples/s over {len(epochs)} steady epoch(s) "
+              f"({', '.join(f'{r:.1f}' for r in rates[label])}); others took at most "
               f"{max(e.contention for e in epochs):.0%} of the machine in them"
               + ("" if clean else f" (no epoch under {args.max_contention:.0%}: all kept)"))
-    one, two = runs[1][0], runs[2][0]
-    cpu_1, cpu_2 = median(e.cpu_per_1000 for e in one), median(e.cpu_per_1000 for e in two)
-    bound = cpu_bound(cpu_1, cpu_2)
-    print(f"CPU seconds per 1,000 samples, all ranks: 1 worker {cpu_1:.1f}, 2 workers {cpu_2:.1f} "
-          f"({cpu_2 / cpu_1 - 1:+.0%}); cores the ranks kept busy: {median(e.cores_used for e in one):.2f} of 1 and "
-          f"{median(e.cores_used for e in two):.2f} of 2")
+    cpu = {label: median(e.cpu_per_1000 for e in runs[label][0]) for label in RUNS}
+    cores = {label: median(e.cores_used for e in runs[label][0]) for label in RUNS}
+    one, two, alone = cpu["1 worker"], cpu["2 workers"], cpu["lockstep"]
+    print(f"CPU seconds per 1,000 samples, all ranks: 1 worker {one:.1f}, lockstep {alone:.1f} ({alone / one - 1:+.0%}), "
+          f"2 workers {two:.1f} ({two / one - 1:+.0%}); cores the ranks kept busy: {cores['1 worker']:.2f} of 1, "
+          f"{cores['lockstep']:.2f} and {cores['2 workers']:.2f} of 2")
     print(f"  the same loop in this process without Ray (1 thread): batch 32 {cost[32]:.1f}, batch 16 {cost[16]:.1f} "
-          f"({cost[16] / cost[32] - 1:+.0%}: the smaller per-rank batch); the rest of 2 workers' extra "
-          f"({cpu_2 / cost[16] - 1:+.0%} over batch 16) is the collectives and the waits")
-    print(f"  at most 2 x {cpu_1:.1f} / {cpu_2:.1f} = {bound:.2f}x with a whole core per rank and no waiting")
+          f"({cost[16] / cost[32] - 1:+.0%}: the smaller per-rank batch); lockstep {alone / cost[16] - 1:+.0%} over "
+          f"batch 16 (two ranks computing at once on this machine); 2 workers {two / alone - 1:+.0%} over lockstep "
+          f"(the targets' gather, the gradient all-reduce)")
+    print(f"  at most 2 x {one:.1f} / {two:.1f} = {cpu_bound(one, two):.2f}x with a whole core per rank and no waiting")
+    print(f"  lockstep, 2 workers each training alone at batch {GLOBAL_BATCH // 2} with a barrier per step and no "
+          f"collective, reaches {limit:.2f}x: the most a data-parallel step that synchronises once per step reaches "
+          f"on this machine; 2 workers reach {figure / limit:.0%} of it")
     print()
     print(f"{'figure':48s} {'measured':>9s} {'target':>8s}")
     print(f"{'samples/s, 2 workers on 2 nodes / 1 worker':48s} {figure:9.2f} {'>= ' + str(TARGET):>8s}  "
           f"{verdict(figure, TARGET)}")
+    print(f"{'  machine limit: lockstep, no collective / 1':48s} {limit:9.2f} {'-':>8s}")
     if contended:
         print(f"WARNING: contended: other processes took up to {worst:.0%} of the machine during the kept epochs "
-              f"({' and '.join(f'{w} worker(s)' for w in contended)} had no epoch under {args.max_contention:.0%}); "
+              f"({' and '.join(contended)} had no epoch under {args.max_contention:.0%}); "
               "2 workers need both cores, so the figure is low by about that much")
-    for (workers, round), table in tables.items():
-        print(f"\nrank 0 of {workers} worker(s), round {round}, epoch {args.epochs} (torch.profiler, self CPU; a "
+    for (label, round), table in tables.items():
+        print(f"\nrank 0 of {label}, round {round}, epoch {args.epochs} (torch.profiler, self CPU; a "
               f"collective's time includes waiting for the other rank):\n{table or 'no profile written'}")
     return 0
 

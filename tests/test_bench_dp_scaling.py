@@ -1,5 +1,6 @@
 """bench/dp_scaling.py's parsing and arithmetic, without Ray or training: rank 0's epoch record,
-the steady epochs, leaving contended epochs out, and the scaling figure by hand."""
+the steady epochs, leaving contended epochs out, keeping the lockstep run apart from the 2-worker
+one, and the scaling figure by hand."""
 from __future__ import annotations
 
 import importlib.util
@@ -83,3 +84,22 @@ def test_budget_keeps_the_global_batch_at_every_worker_count() -> None:
     assert (one.batch_size, two.batch_size) == (32, 32)
     assert (one.rank_batch_size, two.rank_batch_size) == (32, 16)
     assert (one.threads_per_worker, two.threads_per_worker, two.cpus_per_worker) == (1, 1, 1.0)
+
+
+def test_lockstep_workers_each_train_one_ranks_share_alone() -> None:
+    alone = bench.lockstep_budget(scale=0.05)
+    assert (alone.workers_per_trial, alone.batch_size, alone.rank_batch_size) == (1, 16, 16)
+    assert bench.RUNS["lockstep"] == (2, True)  # two of them at once, on the 2 nodes
+
+
+def test_by_run_keeps_lockstep_apart_from_two_workers() -> None:
+    def epoch(workers: int, number: int, seconds: float, lockstep: bool = False) -> "bench.Epoch":
+        return bench.Epoch(workers=workers, round=1, epoch=number, seconds=seconds, samples=896,
+                           cpu_s=(seconds,) * workers, contention=0.0, lockstep=lockstep)
+
+    epochs = [epoch(1, 1, 20.0), epoch(1, 2, 14.0), epoch(2, 1, 12.0), epoch(2, 2, 8.0),
+              epoch(2, 1, 11.0, lockstep=True), epoch(2, 2, 7.0, lockstep=True), epoch(2, 3, 6.0, lockstep=True)]
+    runs = bench.by_run(epochs, max_contention=0.05)
+    assert [e.seconds for e in runs["1 worker"][0]] == [14.0]
+    assert [e.seconds for e in runs["2 workers"][0]] == [8.0]
+    assert [e.seconds for e in runs["lockstep"][0]] == [7.0, 6.0]
