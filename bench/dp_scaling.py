@@ -335,7 +335,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run, the first one warm-up (>= 2)")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="runs of 1 worker, 2 workers and lockstep, alternating (each run costs a TorchTrainer start: about "
+                        help="runs of 1 worker, 2 workers and lockstep, alternating (each run costs a "
+                             "TorchTrainer start: about "
                              "30 s here, 90 s on a busy machine)")
     parser.add_argument("--scale", type=float, default=0.05, help="css's generated size (0.05: 28 steps an epoch)")
     parser.add_argument("--max-contention", type=float, default=0.05,
@@ -421,7 +422,8 @@ def main() -> int:
     cpu = {label: median(e.cpu_per_1000 for e in runs[label][0]) for label in RUNS}
     cores = {label: median(e.cores_used for e in runs[label][0]) for label in RUNS}
     one, two, alone = cpu["1 worker"], cpu["2 workers"], cpu["lockstep"]
-    print(f"CPU seconds per 1,000 samples, all ranks: 1 worker {one:.1f}, lockstep {alone:.1f} ({alone / one - 1:+.0%}), "
+    print(f"CPU seconds per 1,000 samples, all ranks: 1 worker {one:.1f}, "
+          f"lockstep {alone:.1f} ({alone / one - 1:+.0%}), "
           f"2 workers {two:.1f} ({two / one - 1:+.0%}); cores the ranks kept busy: {cores['1 worker']:.2f} of 1, "
           f"{cores['lockstep']:.2f} and {cores['2 workers']:.2f} of 2")
     print(f"  the same loop in this process without Ray (1 thread): batch 32 {cost[32]:.1f}, batch 16 {cost[16]:.1f} "

@@ -23,7 +23,7 @@ class GradientMean:
     worker (so no noise, momentum or weight decay touches it). With one worker it does nothing."""
 
     def __init__(self, parameters: list[nn.Parameter], world: int) -> None:
-        if not parameters:
+        if world > 1 and not parameters:
             raise ValueError("GradientMean needs the parameters the optimiser steps, got none")
         self.parameters, self.world = list(parameters), world
         self._sizes = [p.numel() for p in self.parameters]
@@ -37,7 +37,8 @@ class GradientMean:
         views = [v.view_as(p) for v, p in zip(flat[:-count].split(self._sizes), self.parameters)]
         used = [p.grad is not None for p in self.parameters]
         if any(used):
-            torch._foreach_copy_([v for v, u in zip(views, used) if u], [p.grad for p in self.parameters if p.grad is not None])
+            grads = [p.grad for p in self.parameters if p.grad is not None]
+            torch._foreach_copy_([v for v, u in zip(views, used) if u], grads)
         if not all(used):
             torch._foreach_zero_([v for v, u in zip(views, used) if not u])
         flat[-count:].copy_(torch.tensor(used, dtype=flat.dtype))
